@@ -1,0 +1,215 @@
+"""The on-disk index of a corpus: paragraph table, passage and sentence stores, lexical indexes
+and a manifest; saved atomically as numbered generations behind a ``CURRENT`` pointer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from index.lexical import Bm25Index
+from index.store import FaissStore
+from index.units import UNITS_VERSION, Paragraph, Unit, paragraph_at
+
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+
+
+class IndexError_(RuntimeError):
+    """Base for index problems with a message meant for the user."""
+
+
+class IndexNotFoundError(IndexError_):
+    pass
+
+
+class IndexMismatchError(IndexError_):
+    """The index on disk was built with another model, format or unit settings."""
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Everything that changes what the index contains; recorded in the manifest."""
+
+    embedding_model: str
+    dim: int
+    window_chars: int = 900
+    window_overlap: int = 1
+    index_type: str = "flat"
+    units_version: int = UNITS_VERSION
+    format_version: int = FORMAT_VERSION
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    sha256: str
+    paragraphs: int
+    source: str = "docs"  # "docs" (the read-only source folder) or "upload"
+
+
+@dataclass
+class CorpusIndex:
+    config: IndexConfig
+    files: dict[str, FileInfo] = field(default_factory=dict)
+    paragraphs: dict[str, list[Paragraph]] = field(default_factory=dict)
+    passages: FaissStore = None  # type: ignore[assignment]
+    sentences: FaissStore = None  # type: ignore[assignment]
+    passage_lexical: Bm25Index = None  # type: ignore[assignment]
+    sentence_lexical: Bm25Index = None  # type: ignore[assignment]
+    _sentence_rows: dict[tuple[str, int], list[int]] | None = field(
+        default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.passages is None:
+            self.passages = FaissStore(self.config.dim, self.config.index_type)
+        if self.sentences is None:
+            self.sentences = FaissStore(self.config.dim, self.config.index_type)
+        if self.passage_lexical is None or self.sentence_lexical is None:
+            self.rebuild_lexical()
+
+    def rebuild_lexical(self) -> None:
+        self.passage_lexical = Bm25Index.build([u.text for u in self.passages.units])
+        self.sentence_lexical = Bm25Index.build([u.text for u in self.sentences.units])
+
+    def sentences_of(self, file: str, paragraph: int) -> list[int]:
+        """Row ids of a paragraph's sentences, in order (a lookup table built on first use)."""
+        if self._sentence_rows is None:
+            table: dict[tuple[str, int], list[int]] = {}
+            for i, u in enumerate(self.sentences.units):
+                table.setdefault((u.file, u.paragraph), []).append(i)
+            self._sentence_rows = table
+        return self._sentence_rows.get((file, paragraph), [])
+
+    def paragraph(self, file: str, number: int) -> Paragraph | None:
+        paras = self.paragraphs.get(file)
+        if not paras or not 1 <= number <= len(paras):
+            return None
+        return paras[number - 1]
+
+    def paragraph_containing(self, file: str, offset: int) -> Paragraph | None:
+        return paragraph_at(self.paragraphs.get(file, []), offset)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, index_dir: Path) -> Path:
+        """Write a new generation, then switch ``CURRENT`` to it with one atomic rename.
+
+        A crash at any point leaves ``CURRENT`` naming the previous complete generation.
+        """
+        index_dir.mkdir(parents=True, exist_ok=True)
+        name = f"gen-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        tmp = index_dir / f".{name}.tmp"
+        tmp.mkdir()
+        try:
+            self._write(tmp)
+            os.replace(tmp, index_dir / name)
+            pointer = index_dir / f".{CURRENT}.{uuid.uuid4().hex[:8]}.tmp"
+            pointer.write_text(name + "\n", encoding="utf-8")
+            _fsync(pointer)
+            os.replace(pointer, index_dir / CURRENT)
+            _fsync_dir(index_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _remove_old_generations(index_dir, keep=name)
+        return index_dir / name
+
+    def _write(self, directory: Path) -> None:
+        with open(directory / "paragraphs.jsonl", "w", encoding="utf-8") as f:
+            for file in sorted(self.paragraphs):
+                for p in self.paragraphs[file]:
+                    row = [p.file, p.paragraph, p.start, p.end, p.text, p.noise]
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.passages.save(directory / "passages")
+        self.sentences.save(directory / "sentences")
+        self.passage_lexical.save(directory / "lexical_passages")
+        self.sentence_lexical.save(directory / "lexical_sentences")
+        manifest = {
+            **asdict(self.config),
+            "files": {name: asdict(info) for name, info in sorted(self.files.items())},
+            "counts": {"passages": len(self.passages), "sentences": len(self.sentences)},
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        # The manifest is written last: a generation without one is incomplete by definition.
+        (directory / "manifest.json").write_text(
+            json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8"
+        )
+        for path in directory.rglob("*"):
+            if path.is_file():
+                _fsync(path)
+
+    @classmethod
+    def load(cls, index_dir: Path, expected: IndexConfig | None = None) -> CorpusIndex:
+        pointer = index_dir / CURRENT
+        if not pointer.is_file():
+            raise IndexNotFoundError(f"no index in {index_dir}")
+        generation = index_dir / pointer.read_text(encoding="utf-8").strip()
+        manifest_path = generation / "manifest.json"
+        if not manifest_path.is_file():
+            raise IndexError_(f"{generation}: incomplete index generation (no manifest)")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = {name: FileInfo(**info) for name, info in manifest.pop("files").items()}
+        manifest.pop("counts", None)
+        manifest.pop("saved_at", None)
+        try:
+            config = IndexConfig(**manifest)
+        except TypeError as exc:
+            raise IndexMismatchError(f"{index_dir}: unreadable manifest ({exc})") from None
+        if expected is not None:
+            check_compatible(config, expected, index_dir)
+        paragraphs: dict[str, list[Paragraph]] = {}
+        with open(generation / "paragraphs.jsonl", encoding="utf-8") as f:
+            for line in f:
+                p = Paragraph(*json.loads(line))
+                paragraphs.setdefault(p.file, []).append(p)
+        passages = FaissStore.load(generation / "passages", config.dim, config.index_type)
+        sentences = FaissStore.load(generation / "sentences", config.dim, config.index_type)
+        try:
+            p_lex = Bm25Index.load(generation / "lexical_passages", len(passages))
+            s_lex = Bm25Index.load(generation / "lexical_sentences", len(sentences))
+        except (OSError, ValueError):
+            # The lexical index is derived from the unit texts: rebuild rather than fail.
+            p_lex = Bm25Index.build([u.text for u in passages.units])
+            s_lex = Bm25Index.build([u.text for u in sentences.units])
+        return cls(config, files, paragraphs, passages, sentences, p_lex, s_lex)
+
+
+def check_compatible(found: IndexConfig, expected: IndexConfig, where: Path) -> None:
+    if found == expected:
+        return
+    diffs = [
+        f"{key}: index has {getattr(found, key)!r}, settings want {getattr(expected, key)!r}"
+        for key in asdict(expected)
+        if getattr(found, key) != getattr(expected, key)
+    ]
+    raise IndexMismatchError(
+        f"the index in {where} was built with different settings ({'; '.join(diffs)}). "
+        "Rebuild it with `citeqa index DIR --rebuild` or point --index-dir elsewhere."
+    )
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        _fsync(path)
+    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
+        pass
+
+
+def _remove_old_generations(index_dir: Path, keep: str) -> None:
+    for child in index_dir.iterdir():
+        if child.is_dir() and child.name != keep and (
+            child.name.startswith("gen-") or child.name.endswith(".tmp")
+        ):
+            shutil.rmtree(child, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""Answer extraction: turn ranked evidence into verbatim, cited answer spans.
+
+``Extractor`` is the stage a trained reader replaces: the sentence extractor answers with the
+best-scoring sentences; ``service.reader`` answers with the exact phrase inside them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from eval.metrics import normalize_answer
+from index.corpus import CorpusIndex
+from service.rerank import Ranked, Ranking
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    file: str
+    paragraph: int
+    start: int
+    end: int
+    text: str
+    score: float  # 0..1
+    context: tuple[int, int, str] | None = None  # the containing sentence, for span answers
+
+
+class Extractor(Protocol):
+    def warm_up(self) -> None: ...
+
+    def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
+        """Candidate answers, best first, deduplicated; abstention is decided by the caller."""
+        ...
+
+
+# Lead-ins that never answer anything: a speaker tag run into the text ("Dan: ") and
+# discourse connectives at the start of a sentence.
+_LEAD_IN = re.compile(
+    r"^(?:[A-Z][a-z]+:\s+)?(?:(?:And|But|So|Still|However|In short|In fact|Similarly|Regardless"
+    r"|Meanwhile|Indeed|Moreover|Furthermore|Also|Yet|Thus|Therefore|Last but not least"
+    r"|As for [^,]{1,40}|In other words),?\s+)?"
+)
+
+
+def trim_lead_in(start: int, text: str) -> tuple[int, str]:
+    """Drop a leading speaker tag and connective; the rest stays a verbatim span."""
+    m = _LEAD_IN.match(text)
+    cut = m.end() if m else 0
+    if cut and cut < len(text) - 10:
+        return start + cut, text[cut:]
+    return start, text
+
+
+def _tokens(text: str) -> set[str]:
+    return set(normalize_answer(text).split())
+
+
+def is_duplicate(candidate: Extracted, chosen: list[Extracted]) -> bool:
+    """Same or overlapping span, or (near-)identical text elsewhere, e.g. a pull-quote."""
+    cand_tokens = _tokens(candidate.text)
+    for other in chosen:
+        if other.file == candidate.file and candidate.start < other.end and other.start < candidate.end:
+            return True
+        other_tokens = _tokens(other.text)
+        union = cand_tokens | other_tokens
+        if union and len(cand_tokens & other_tokens) / len(union) >= 0.8:
+            return True
+        small, big = sorted((cand_tokens, other_tokens), key=len)
+        if small and small <= big and len(small) >= 0.8 * len(big):
+            return True
+    return False
+
+
+class SentenceExtractor:
+    """The best sentences are the answers; a neighbouring sentence of the same paragraph that
+    also scores well joins its span, so an answer can be two contiguous sentences."""
+
+    def __init__(self, *, max_answers: int = 3, join_score: float = 0.5) -> None:
+        self.max_answers = max_answers
+        self.join_score = join_score
+
+    def warm_up(self) -> None:
+        return None
+
+    def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
+        by_id = {r.id: r for r in ranking.sentences}
+        used: set[int] = set()
+        answers: list[Extracted] = []
+        for r in ranking.sentences:
+            if r.id in used:
+                continue
+            first = last = r
+            used.add(r.id)
+            for neighbour_id in (r.id - 1, r.id + 1):
+                n = by_id.get(neighbour_id)
+                if (n is not None and n.id not in used and n.unit.file == r.unit.file
+                        and n.unit.paragraph == r.unit.paragraph
+                        and n.score >= max(self.join_score, 0.5 * r.score)):
+                    used.add(n.id)
+                    first = n if n.id < first.id else first
+                    last = n if n.id > last.id else last
+            answer = self._span(first, last, r.score, index)
+            if not is_duplicate(answer, answers):
+                answers.append(answer)
+            if len(answers) >= self.max_answers:
+                break
+        return answers
+
+    @staticmethod
+    def _span(first: Ranked, last: Ranked, score: float, index: CorpusIndex) -> Extracted:
+        unit = first.unit
+        start, end = unit.start, last.unit.end
+        if first is last:
+            text = unit.text
+        else:
+            paragraph = index.paragraph(unit.file, unit.paragraph)
+            assert paragraph is not None
+            text = paragraph.text[start - paragraph.start:end - paragraph.start]
+        start, text = trim_lead_in(start, text)
+        return Extracted(unit.file, unit.paragraph, start, end, text, score)

@@ -1,0 +1,111 @@
+"""Pydantic models at the edges: what the Python API returns and the HTTP API serialises."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_QUESTION_CHARS = 1000
+MAX_TOP_K = 50
+
+
+class Citation(BaseModel):
+    file: str
+    paragraph: int = Field(description="1-based paragraph (blank-line-separated block) number")
+    start: int = Field(description="character offset into the UTF-8 decoded file, inclusive")
+    end: int = Field(description="character offset, exclusive: file_text[start:end] == text")
+
+
+class Context(BaseModel):
+    """The sentence that contains a short answer span, so a UI can highlight the span in it."""
+
+    text: str
+    start: int
+    end: int
+
+
+class Answer(BaseModel):
+    text: str
+    score: float = Field(description="confidence in 0..1; answers below the threshold abstain")
+    citation: Citation
+    context: Context | None = None
+
+
+class Passage(BaseModel):
+    file: str
+    paragraph: int
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    top_k: int = Field(5, ge=1, le=MAX_TOP_K)
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("question must not be empty or whitespace")
+        return value
+
+
+class AskRequest(_Query):
+    pass
+
+
+class SearchRequest(_Query):
+    pass
+
+
+class AskResponse(BaseModel):
+    question: str
+    no_answer: bool
+    answers: list[Answer]
+    passages: list[Passage]
+    timings_ms: dict[str, float]
+
+
+class SearchResponse(BaseModel):
+    question: str
+    passages: list[Passage]
+    timings_ms: dict[str, float]
+
+
+class DocumentInfo(BaseModel):
+    file: str
+    paragraphs: int
+    sha256: str
+    source: str = Field(description="'docs' (read-only source folder) or 'upload'")
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentInfo]
+
+
+class ParagraphOut(BaseModel):
+    file: str
+    paragraph: int
+    start: int
+    end: int
+    text: str
+    retrievable: bool = Field(description="false for noise blocks (alt text, headings, captions)")
+
+
+class UploadResult(BaseModel):
+    documents: list[DocumentInfo]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    documents: int = 0
+    passages: int = 0
+    sentences: int = 0
+    detail: str | None = None

