@@ -103,17 +103,23 @@ class CorpusIndex:
         index_dir.mkdir(parents=True, exist_ok=True)
         name = f"gen-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
         tmp = index_dir / f".{name}.tmp"
+        final = index_dir / name
+        pointer = index_dir / f".{CURRENT}.{uuid.uuid4().hex[:8]}.tmp"
+        switched = False
         tmp.mkdir()
         try:
             self._write(tmp)
-            os.replace(tmp, index_dir / name)
-            pointer = index_dir / f".{CURRENT}.{uuid.uuid4().hex[:8]}.tmp"
+            os.replace(tmp, final)
             pointer.write_text(name + "\n", encoding="utf-8")
             _fsync(pointer)
             os.replace(pointer, index_dir / CURRENT)
+            switched = True
             _fsync_dir(index_dir)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not switched:  # CURRENT still names the previous generation: drop the new one
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(final, ignore_errors=True)
+                pointer.unlink(missing_ok=True)
             raise
         _remove_old_generations(index_dir, keep=name)
         return index_dir / name
@@ -209,6 +215,9 @@ def _fsync_dir(path: Path) -> None:
 
 def _remove_old_generations(index_dir: Path, keep: str) -> None:
     for child in index_dir.iterdir():
+        if child.is_file() and child.name.startswith(f".{CURRENT}.") and child.name.endswith(".tmp"):
+            child.unlink(missing_ok=True)  # a pointer left by a crash before its rename
+            continue
         if child.is_dir() and child.name != keep and (
             child.name.startswith("gen-") or child.name.endswith(".tmp")
         ):

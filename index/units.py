@@ -108,6 +108,11 @@ def is_noise(text: str) -> bool:
     # no sentence-final punctuation, or only a handful of words.
     if len(words) < 4:
         return True
+    if len(words) < 8 and "\n" not in stripped:
+        # A short Title Case line is a heading even with a question mark: "A March to War?"
+        long_words = [w for w in words if sum(c.isalpha() for c in w) >= 4]
+        if long_words and all(w[0].isupper() for w in long_words):
+            return True
     return len(words) < 12 and not _SENTENCE_END.search(stripped)
 
 

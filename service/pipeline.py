@@ -28,14 +28,14 @@ from index.corpus import (
 from index.documents import (
     Document, DocumentError, decode_document, read_document, scan_directory, validate_name,
 )
-from index.embed import SentenceTransformerEmbedder
+from index.embed import Embedder, SentenceTransformerEmbedder
 from service.errors import Conflict, InvalidInput, NotFound, NotReady
 from service.extract import Extracted, Extractor, SentenceExtractor
 from service.models import (
     Answer, AskRequest, AskResponse, Citation, Context, DocumentInfo, ParagraphOut, Passage,
     SearchRequest, SearchResponse,
 )
-from service.rerank import Ranking, Reranker, make_cross_encoder
+from service.rerank import CrossEncoder, Ranking, Reranker, make_cross_encoder
 from service.retrieve import HybridRetriever
 from service.settings import Settings
 
@@ -49,19 +49,23 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 class QA:
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None,
+                 cross_encoder: CrossEncoder | None = None, **overrides: Any) -> None:
+        """``embedder`` / ``cross_encoder``: already loaded models to share between several
+        QA instances (otherwise they are built from the settings)."""
         base = settings or Settings()
         self.settings = base.model_copy(update=overrides) if overrides else base
         s = self.settings
-        self.embedder = SentenceTransformerEmbedder(s.embedding_model, threads=s.threads)
+        self.embedder = embedder or SentenceTransformerEmbedder(s.embedding_model, threads=s.threads)
         self.retriever = HybridRetriever(
             None if s.retrieval == "lexical" else self.embedder, mode=s.retrieval,
             rrf_k=s.rrf_k, candidates=s.candidates, context_weight=s.context_weight,
         )
-        self.reranker = Reranker(
-            make_cross_encoder(s.reranker, path=s.reranker_path, threads=s.threads),
-            top_n=s.rerank_sentences,
-        )
+        if s.reranker == "off":
+            cross_encoder = None
+        elif cross_encoder is None:
+            cross_encoder = make_cross_encoder(s.reranker, path=s.reranker_path, threads=s.threads)
+        self.reranker = Reranker(cross_encoder, top_n=s.rerank_sentences)
         self.extractor: Extractor = self._make_extractor()
         self._index: CorpusIndex | None = None
         self._write_lock = threading.Lock()

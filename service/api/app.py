@@ -1,0 +1,81 @@
+"""App factory: routers, error handlers, and the QA instance started with the app."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from index.corpus import IndexError_
+from index.documents import DocumentError
+from service.api import routes_ask, routes_documents, routes_health
+from service.errors import CiteQAError
+from service.pipeline import QA
+from service.settings import Settings
+
+log = logging.getLogger("citeqa")
+
+
+def _error(status: int, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def create_app(settings: Settings | None = None, qa: QA | None = None) -> FastAPI:
+    """``qa``: an already started QA (tests, embedding apps); otherwise one is built from
+    ``settings`` and started (index loaded or updated) before the first request."""
+    qa = qa or QA(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not qa.ready:
+            try:
+                report = await run_in_threadpool(qa.start)
+                log.info("index ready: %s", report)
+                for problem in qa.skipped:
+                    log.warning("skipped: %s", problem)
+            except (IndexError_, DocumentError, OSError) as exc:
+                # Stay up and say why on /ready, rather than crash-looping.
+                app.state.startup_error = str(exc)
+                log.error("index not loaded: %s", exc)
+        yield
+
+    app = FastAPI(title="citeqa", version="0.1.0", lifespan=lifespan,
+                  description="Extractive question answering with exact citations.")
+    app.state.qa = qa
+    app.state.startup_error = None
+    app.include_router(routes_health.router)
+    app.include_router(routes_ask.router)
+    app.include_router(routes_documents.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            details.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+        # Only plain fields: pydantic's ``ctx`` can hold exception objects.
+        plain = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+                 for e in exc.errors()]
+        return _error(422, "; ".join(details) or "invalid request", detail=plain)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        response = _error(exc.status_code, str(exc.detail))
+        for k, v in (exc.headers or {}).items():
+            response.headers[k] = v
+        return response
+
+    @app.exception_handler(CiteQAError)
+    async def _citeqa(request: Request, exc: CiteQAError) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal error; see the server log")
+
+    return app

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.models import Health, Ready
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health)
+def health() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok")
+
+
+@router.get("/ready", response_model=Ready, responses={503: {"model": Ready}})
+def ready(request: Request):
+    """Readiness: the index is loaded and questions can be answered."""
+    qa = request.app.state.qa
+    if not qa.ready:
+        detail = getattr(request.app.state, "startup_error", None) or "loading"
+        return JSONResponse(Ready(ready=False, detail=detail).model_dump(), status_code=503)
+    idx = qa.index
+    return Ready(ready=True, documents=len(idx.files), passages=len(idx.passages),
+                 sentences=len(idx.sentences))
