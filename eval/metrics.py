@@ -1,8 +1,10 @@
 """Pure metric functions: answer normalisation, EM/F1, span overlap, ranking and latency stats.
 
-Answer scoring follows the official SQuAD evaluation script (lower-case, drop punctuation and
-articles, collapse whitespace), with punctuation extended to every Unicode punctuation category
-so curly quotes and em dashes in our articles do not cost points.
+Answer scoring follows the official SQuAD evaluation script (lower-case, delete punctuation,
+drop articles, collapse whitespace), extended to Unicode punctuation so curly quotes in our
+articles do not cost points: every Unicode punctuation character is deleted like ASCII
+punctuation, except dashes (en, em, ...), which separate words ("interest—securing") and so
+become a space.
 """
 
 from __future__ import annotations
@@ -17,14 +19,21 @@ from collections.abc import Iterable, Sequence
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 
 
-def _is_punct(ch: str) -> bool:
-    return ch in string.punctuation or unicodedata.category(ch).startswith("P")
+_ASCII_PUNCT = frozenset(string.punctuation)
+
+
+def _strip_punct(ch: str) -> str:
+    if ch in _ASCII_PUNCT:
+        return ""  # as the official script: "U.S." -> "us", "650-750" -> "650750"
+    category = unicodedata.category(ch)
+    if category == "Pd":
+        return " "
+    return "" if category.startswith("P") else ch
 
 
 def normalize_answer(text: str) -> str:
     """SQuAD normalisation: lower case, no punctuation (ASCII and Unicode), no articles, single spaces."""
-    text = text.lower()
-    text = "".join(" " if _is_punct(ch) else ch for ch in text)
+    text = "".join(_strip_punct(ch) for ch in text.lower())
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 

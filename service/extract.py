@@ -6,8 +6,10 @@ best-scoring sentences; ``service.reader`` answers with the exact phrase inside 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from eval.metrics import normalize_answer
@@ -119,3 +121,77 @@ class SentenceExtractor:
             text = paragraph.text[start - paragraph.start:end - paragraph.start]
         start, text = trim_lead_in(start, text)
         return Extracted(unit.file, unit.paragraph, start, end, text, score)
+
+
+class ReaderExtractor:
+    """A trained span reader (``service.reader``) reads the best passages and answers with the
+    exact phrase; the containing sentence comes along as ``context``.
+
+    Score: the reader's confidence that the passage holds an answer (best span logit minus the
+    [CLS] no-answer logit, shifted by the model's dev-tuned threshold, through a sigmoid) times
+    the passage's rerank score, so an answer needs both a relevant passage and a reader that
+    finds the answer in it.
+    """
+
+    def __init__(self, model_dir: Path, *, threads: int = 1, max_answers: int = 3,
+                 passages: int = 3) -> None:
+        self.model_dir = Path(model_dir)
+        self.threads = threads
+        self.max_answers = max_answers
+        self.passages = passages
+        self._reader = None
+
+    def warm_up(self) -> None:
+        if self._reader is not None:
+            return
+        from service.reader.onnx_reader import OnnxReader
+
+        if not (self.model_dir / "reader_config.json").is_file():
+            raise FileNotFoundError(f"no reader model in {self.model_dir} (reader_config.json "
+                                    "missing): train and export one, or use extractor=sentence")
+        reader = OnnxReader(self.model_dir, threads=self.threads)
+        reader.warm_up()
+        self._reader = reader
+
+    def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
+        self.warm_up()
+        reader = self._reader
+        chosen = ranking.passages[: self.passages]
+        if not chosen:
+            return []
+        results = reader.read(question, [p.unit.text for p in chosen], top_n=self.max_answers)
+        candidates: list[Extracted] = []
+        for passage, result in zip(chosen, results):
+            for span in result.spans:
+                has_answer = _sigmoid(span.score - result.null_score - reader.threshold)
+                start = passage.unit.start + span.start
+                end = passage.unit.start + span.end
+                candidates.append(Extracted(
+                    passage.unit.file, passage.unit.paragraph, start, end,
+                    passage.unit.text[span.start:span.end], has_answer * passage.score,
+                    _sentence_context(index, passage.unit.file, passage.unit.paragraph, start, end),
+                ))
+        candidates.sort(key=lambda c: -c.score)
+        answers: list[Extracted] = []
+        for c in candidates:
+            if not is_duplicate(c, answers):
+                answers.append(c)
+            if len(answers) >= self.max_answers:
+                break
+        return answers
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
+
+
+def _sentence_context(index: CorpusIndex, file: str, paragraph: int, start: int, end: int
+                      ) -> tuple[int, int, str] | None:
+    """The sentence(s) of the paragraph that contain the span [start, end)."""
+    rows = [index.sentences.units[i] for i in index.sentences_of(file, paragraph)]
+    covering = [u for u in rows if u.start < end and start < u.end]
+    para = index.paragraph(file, paragraph)
+    if not covering or para is None:
+        return None
+    s, e = min(start, covering[0].start), max(end, covering[-1].end)
+    return s, e, para.text[s - para.start:e - para.start]

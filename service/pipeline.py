@@ -30,7 +30,7 @@ from index.documents import (
 )
 from index.embed import Embedder, SentenceTransformerEmbedder
 from service.errors import Conflict, InvalidInput, NotFound, NotReady
-from service.extract import Extracted, Extractor, SentenceExtractor
+from service.extract import Extracted, Extractor, ReaderExtractor, SentenceExtractor
 from service.models import (
     Answer, AskRequest, AskResponse, Citation, Context, DocumentInfo, ParagraphOut, Passage,
     SearchRequest, SearchResponse,
@@ -65,7 +65,8 @@ class QA:
             cross_encoder = None
         elif cross_encoder is None:
             cross_encoder = make_cross_encoder(s.reranker, path=s.reranker_path, threads=s.threads)
-        self.reranker = Reranker(cross_encoder, top_n=s.rerank_sentences)
+        self.reranker = Reranker(cross_encoder, top_n=s.rerank_sentences,
+                                 context_sentences=s.rerank_context)
         self.extractor: Extractor = self._make_extractor()
         self._index: CorpusIndex | None = None
         self._write_lock = threading.Lock()
@@ -77,9 +78,8 @@ class QA:
     def _make_extractor(self) -> Extractor:
         s = self.settings
         if s.extractor == "reader":
-            from service.reader_extract import ReaderExtractor
-
-            return ReaderExtractor(s.reader_path, threads=s.threads, max_answers=s.max_answers)
+            return ReaderExtractor(s.reader_path, threads=s.threads, max_answers=s.max_answers,
+                                   passages=s.reader_passages)
         return SentenceExtractor(max_answers=s.max_answers)
 
     # -- construction ----------------------------------------------------------------------
@@ -151,7 +151,7 @@ class QA:
         t0 = time.perf_counter()
         retrieved = self.retriever.run(question, index)
         t1 = time.perf_counter()
-        ranking = self.reranker.run(question, retrieved)
+        ranking = self.reranker.run(question, retrieved, index)
         t2 = time.perf_counter()
         timings["retrieve"] = (t1 - t0) * 1000
         timings["rerank"] = (t2 - t1) * 1000
@@ -171,7 +171,7 @@ class QA:
             t = time.perf_counter()
             extracted = self.extractor.run(request.question, ranking, index)
             timings["extract"] = (time.perf_counter() - t) * 1000
-        threshold = self.settings.abstain_threshold
+        threshold = self.settings.active_threshold
         answers = [self._answer(a) for a in extracted if a.score >= threshold]
         timings["total"] = (time.perf_counter() - start) * 1000
         return AskResponse(

@@ -15,7 +15,8 @@ from typing import Protocol
 import numpy as np
 
 from index.units import Unit
-from service.retrieve import Retrieved
+from index.corpus import CorpusIndex
+from service.retrieve import Retrieved, Scored
 
 
 def packaged_reranker_dir() -> Path:
@@ -163,15 +164,27 @@ class Reranker:
     """Scores the top retrieved *sentences* with the cross-encoder (cheap short pairs) and
     orders passages by their best scored sentence; unscored passages keep retrieval order."""
 
-    def __init__(self, encoder: CrossEncoder | None, *, top_n: int = 12) -> None:
+    def __init__(self, encoder: CrossEncoder | None, *, top_n: int = 12,
+                 context_sentences: int = 0) -> None:
         self.encoder = encoder
         self.top_n = top_n
+        # Preceding sentences of the same paragraph shown to the cross-encoder with each
+        # candidate, so "The focus shifted to ..." is judged knowing what shifted.
+        self.context_sentences = context_sentences
 
     def warm_up(self) -> None:
         if self.encoder is not None:
             self.encoder.warm_up()
 
-    def run(self, question: str, retrieved: Retrieved) -> Ranking:
+    def _with_context(self, c: Scored, index: CorpusIndex | None) -> str:
+        if not self.context_sentences or index is None:
+            return c.unit.text
+        rows = index.sentences_of(c.unit.file, c.unit.paragraph)
+        pos = rows.index(c.id) if c.id in rows else 0
+        before = [index.sentences.units[i].text for i in rows[max(0, pos - self.context_sentences):pos]]
+        return " ".join([*before, c.unit.text])
+
+    def run(self, question: str, retrieved: Retrieved, index: CorpusIndex | None = None) -> Ranking:
         candidates = retrieved.sentences[: self.top_n]
         if self.encoder is None:
             sentences = [Ranked(c.id, c.unit, max(0.0, min(1.0, c.dense)), False)
@@ -179,7 +192,8 @@ class Reranker:
             sentences.sort(key=lambda r: -r.score)
             passages = [Ranked(p.id, p.unit, p.score, False) for p in retrieved.passages]
             return Ranking(sentences, passages)
-        probs = sigmoid(self.encoder.score(question, [c.unit.text for c in candidates]))
+        probs = sigmoid(self.encoder.score(question, [self._with_context(c, index)
+                                                      for c in candidates]))
         sentences = sorted(
             (Ranked(c.id, c.unit, float(p), True) for c, p in zip(candidates, probs)),
             key=lambda r: -r.score,

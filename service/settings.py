@@ -40,19 +40,24 @@ class Settings(BaseSettings):
     rrf_k: int = Field(60, ge=1)
     candidates: int = Field(50, ge=1, le=1000, description="per retriever, before fusion")
     context_weight: float = Field(
-        0.5, ge=0, description="weight of a sentence's passage score in the sentence score")
+        1.0, ge=0, description="weight of a sentence's passage score in the sentence score")
 
     # Reranking: "onnx" is the packaged ms-marco-MiniLM-L-12-v2, "off" skips it, anything
     # else is a sentence-transformers CrossEncoder name or path.
     reranker: str = "onnx"
     reranker_path: Path | None = Field(None, description="ONNX reranker folder (default: packaged)")
     rerank_sentences: int = Field(12, ge=1, le=200)
+    rerank_context: int = Field(1, ge=0, le=3,
+                                description="preceding sentences shown to the cross-encoder")
 
     # Answers
     extractor: Literal["sentence", "reader"] = "sentence"
     reader_path: Path = BUNDLED_READER
     abstain_threshold: float = Field(
         0.0464, description="answers scoring below this abstain (calibrated: see docs/evaluation.md)")
+    reader_abstain_threshold: float = Field(
+        0.5, description="the same for extractor=reader (its scores are on their own scale)")
+    reader_passages: int = Field(3, ge=1, le=20, description="passages the reader reads")
     max_answers: int = Field(3, ge=1, le=20)
 
     # Runtime
@@ -67,6 +72,11 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("reranker must be 'onnx', 'off' or a CrossEncoder name/path")
         return value.strip()
+
+    @property
+    def active_threshold(self) -> float:
+        """Answers scoring below this abstain; each extractor has its own calibrated scale."""
+        return self.reader_abstain_threshold if self.extractor == "reader" else self.abstain_threshold
 
     @property
     def resolved_index_dir(self) -> Path:

@@ -1,0 +1,148 @@
+"""Latency and build-time figures on this machine (`make bench`).
+
+Prints, for the bundled corpus and our question set:
+- index build time (fresh index, models already loaded) and model load time;
+- in-process `QA.ask` latency p50/p95 with the default settings, and two references measured
+  in the same run: retrieval only (reranker off) and the slow baseline that cross-encodes the
+  top-20 retrieved *passages* (the pipeline this design replaces), with ratios;
+- HTTP `POST /ask` latency p50/p95 against a `citeqa serve` started on 127.0.0.1.
+Threads are fixed by the settings (1 per model by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from eval.dataset import load_questions, read_corpus  # noqa: E402
+from eval.metrics import percentile  # noqa: E402
+
+
+def _stats(ms: list[float]) -> str:
+    return f"p50 {percentile(ms, 50):7.1f} ms   p95 {percentile(ms, 95):7.1f} ms   n={len(ms)}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_http(questions: list[str], index_dir: Path, extra_env: dict[str, str]) -> list[float]:
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, **extra_env, "CITEQA_INDEX_DIR": str(index_dir)}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "citeqa"), "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("server did not become ready")
+        with httpx.Client(timeout=60) as client:
+            for q in questions[:5]:  # warm-up requests
+                client.post(f"{url}/ask", json={"question": q})
+            times = []
+            for q in questions:
+                t = time.perf_counter()
+                client.post(f"{url}/ask", json={"question": q}).raise_for_status()
+                times.append((time.perf_counter() - t) * 1000)
+        return times
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--extractor", default=None, help="sentence | reader")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    from service.pipeline import QA
+    from service.settings import Settings
+
+    corpus_dir = REPO / "corpus"
+    questions = [q.question for q in load_questions(REPO / "eval" / "questions.jsonl",
+                                                    read_corpus(corpus_dir))]
+    overrides = {"extractor": args.extractor} if args.extractor else {}
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        qa = QA(Settings(docs_dir=corpus_dir, data_dir=Path(tmp), **overrides))
+        qa.warm_up()
+        t1 = time.perf_counter()
+        qa.start()
+        t2 = time.perf_counter()
+        idx = qa.index
+        print(f"model load: {t1 - t0:.1f} s; index build of the bundled corpus "
+              f"({len(idx.files)} files, {len(idx.passages)} passages, {len(idx.sentences)} "
+              f"sentences): {t2 - t1:.1f} s")
+        results.update(model_load_s=t1 - t0, index_build_s=t2 - t1)
+
+        for q in questions[:5]:
+            qa.ask(q)
+        ask_ms, stage = [], {"retrieve": [], "rerank": [], "extract": []}
+        for q in questions:
+            t = time.perf_counter()
+            r = qa.ask(q)
+            ask_ms.append((time.perf_counter() - t) * 1000)
+            for k in stage:
+                stage[k].append(r.timings_ms.get(k, 0.0))
+        print(f"in-process ask (default settings):      {_stats(ask_ms)}")
+        print("   stages p50: " + ", ".join(f"{k} {percentile(v, 50):.1f} ms" for k, v in stage.items()))
+
+        # References, same process, same questions.
+        retr = []
+        for q in questions:
+            t = time.perf_counter()
+            qa.retriever.run(q, idx)
+            retr.append((time.perf_counter() - t) * 1000)
+        base = []
+        encoder = qa.reranker.encoder
+        if encoder is not None:
+            for q in questions:
+                t = time.perf_counter()
+                retrieved = qa.retriever.run(q, idx)
+                encoder.score(q, [p.unit.text for p in retrieved.passages[:20]])
+                base.append((time.perf_counter() - t) * 1000)
+        print(f"retrieval only (no reranker):           {_stats(retr)}")
+        if base:
+            print(f"baseline: cross-encode top-20 passages: {_stats(base)}")
+            print(f"ratio default / baseline (p50): {percentile(ask_ms, 50) / percentile(base, 50):.2f}")
+        results.update(ask_p50_ms=percentile(ask_ms, 50), ask_p95_ms=percentile(ask_ms, 95),
+                       retrieval_p50_ms=percentile(retr, 50),
+                       baseline_p50_ms=percentile(base, 50) if base else float("nan"))
+
+        if not args.no_http:
+            env = {"CITEQA_DATA_DIR": tmp}
+            if args.extractor:
+                env["CITEQA_EXTRACTOR"] = args.extractor
+            http = bench_http(questions, qa.settings.resolved_index_dir, env)
+            print(f"HTTP POST /ask (citeqa serve):          {_stats(http)}")
+            results.update(http_p50_ms=percentile(http, 50), http_p95_ms=percentile(http, 95))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

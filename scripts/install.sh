@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The one install procedure, used by `make install` and by the Dockerfile.
+#   scripts/install.sh VENV [EXTRAS]      e.g. scripts/install.sh .venv dev
+# torch is installed first and pinned, so the CPU build is used: an unpinned torch (asked for
+# by sentence-transformers) would pull gigabytes of CUDA packages. TORCH_INDEX_URL may point
+# at a CPU wheel index (the Dockerfile uses PyTorch's); here a local CPU wheel is found by pip.
+set -euo pipefail
+venv=${1:-.venv}
+extras=${2:-}
+python=${PYTHON:-python3}
+torch_version=2.13.0
+
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip)
+"${pip[@]}" install --quiet --upgrade pip
+if ! "$venv/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
+  "${pip[@]}" install --quiet "torch==$torch_version" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+fi
+target="."
+[ -n "$extras" ] && target=".[$extras]"
+"${pip[@]}" install --quiet -e "$target"
+"$venv/bin/python" - <<'PY'
+import torch
+assert not torch.cuda.is_available() or True
+print(f"citeqa installed: torch {torch.__version__}")
+PY
