@@ -86,10 +86,11 @@ def render_comparison(new: dict[str, Any], old: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def sweep(results: list[QuestionResult], thresholds: list[float] | None = None
-          ) -> tuple[list[dict[str, float]], dict[str, float]]:
+def sweep(results: list[QuestionResult], thresholds: list[float] | None = None,
+          max_false_abstain: float = 1.0) -> tuple[list[dict[str, float]], dict[str, float]]:
     """Abstention accuracy vs false abstention for each threshold on the top answer's score;
-    the best threshold maximises their balanced accuracy."""
+    the best threshold maximises their balanced accuracy among those whose false-abstention
+    rate is at most ``max_false_abstain``."""
     scores = [(r.top_score, r.question.answerable) for r in results]
     if thresholds is None:
         thresholds = sorted({0.0, 1.0} | {round(x / 100, 2) for x in range(1, 100)}
@@ -104,7 +105,8 @@ def sweep(results: list[QuestionResult], thresholds: list[float] | None = None
         table.append({"threshold": t, "abstain_acc": round(acc, 4),
                       "false_abstain": round(false, 4),
                       "balanced_acc": round((acc + 1 - false) / 2, 4)})
-    best = max(table, key=lambda r: (r["balanced_acc"], -r["false_abstain"]))
+    allowed = [r for r in table if r["false_abstain"] <= max_false_abstain] or table[:1]
+    best = max(allowed, key=lambda r: (r["balanced_acc"], -r["false_abstain"]))
     return table, best
 
 

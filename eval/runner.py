@@ -188,9 +188,11 @@ def write_corpus(documents: dict[str, str], directory: Path) -> None:
             path.unlink()
 
 
-def dump_results(results: list[QuestionResult], path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+def dump_results(results: list[QuestionResult], path: Path, dataset: str, *,
+                 append: bool = False) -> None:
+    with open(path, "a" if append else "w", encoding="utf-8") as f:
         for r in results:
-            f.write(json.dumps({"id": r.question.id, "latency_ms": r.latency_ms,
+            f.write(json.dumps({"dataset": dataset, "id": r.question.id,
+                                "latency_ms": r.latency_ms,
                                 "error": r.error, "response": r.response},
                                ensure_ascii=False) + "\n")

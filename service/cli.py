@@ -154,11 +154,14 @@ def eval_cmd(
     squad: Optional[Path] = typer.Option(None, help="SQuAD v1.1/v2.0 JSON file"),
     limit: Optional[int] = typer.Option(None, min=1, help="first N questions only"),
     articles: Optional[int] = typer.Option(None, min=1, help="SQuAD: first K articles only"),
-    titles: Optional[str] = typer.Option(None, help="SQuAD: comma-separated article titles"),
+    titles: Optional[list[str]] = typer.Option(
+        None, "--title", help="SQuAD: only the article with this title (repeatable)"),
     url: Optional[str] = typer.Option(None, help="evaluate a running server instead"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the JSON report here"),
     compare: Optional[Path] = typer.Option(None, help="an earlier JSON report: show deltas"),
     sweep: bool = typer.Option(False, help="sweep the abstention threshold"),
+    max_false_abstain: float = typer.Option(
+        0.05, min=0.0, max=1.0, help="--sweep: cap on false abstention for the recommendation"),
     ablations: bool = typer.Option(False, help="lexical / dense / hybrid / hybrid+rerank"),
     dump: Optional[Path] = typer.Option(None, help="write every response as JSONL"),
     docs: Optional[Path] = DocsOpt,
@@ -180,9 +183,10 @@ def eval_cmd(
                  if v is not None}
     _settings(**overrides)  # validate before any work
     opts = EvalOptions(questions=questions, squad=squad, limit=limit, articles=articles,
-                       titles=[t.strip() for t in titles.split(",") if t.strip()] if titles else None,
+                       titles=titles or None,
                        url=url,
-                       json_path=json_path, compare=compare, sweep=sweep, ablations=ablations,
+                       json_path=json_path, compare=compare, sweep=sweep,
+                       max_false_abstain=max_false_abstain, ablations=ablations,
                        dump=dump, work_dir=work_dir, overrides=overrides)
 
     def bar(desc: str, total: int):

@@ -1,0 +1,65 @@
+"""Backend-independent reading: window all contexts, run the model in few batched calls, decode.
+
+``OnnxReader`` (serving) and the torch reader used while training subclass :class:`SpanReader`
+and only provide ``_logits``; windowing and decoding stay identical across both.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.reader.decode import ReaderResult, decode_windows
+from service.reader.windows import Window, Windower, pad_batch
+
+
+class SpanReader(ABC):
+    """Extractive reader over a list of contexts for one question."""
+
+    windower: Windower
+    max_answer_tokens: int = 30
+    max_batch_windows: int = 32  # windows per model call; bounds memory for many long contexts
+
+    @abstractmethod
+    def _logits(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(start_logits, end_logits), each float32 [batch, seq]."""
+
+    def _prepare(self) -> None:
+        """Hook for lazy loading (OnnxReader loads its session here)."""
+
+    def read(self, question: str, contexts: Sequence[str], top_n: int = 3) -> list[ReaderResult]:
+        """One ReaderResult per context, in input order."""
+        self._prepare()
+        windows: list[Window] = []
+        for ci, ctx in enumerate(contexts):
+            windows.extend(self.windower.windows(question, ctx, context_index=ci))
+        starts, ends = self._run_windows(windows)
+        results = []
+        for ci, ctx in enumerate(contexts):
+            idx = [i for i, w in enumerate(windows) if w.context_index == ci]
+            results.append(
+                decode_windows(
+                    ctx,
+                    [windows[i] for i in idx],
+                    [starts[i] for i in idx],
+                    [ends[i] for i in idx],
+                    top_n=top_n,
+                    max_answer_tokens=self.max_answer_tokens,
+                )
+            )
+        return results
+
+    def _run_windows(self, windows: list[Window]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        # Sort by length so each padded batch wastes little compute; restore order afterwards.
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+        starts: list[np.ndarray] = [np.empty(0)] * len(windows)
+        ends: list[np.ndarray] = [np.empty(0)] * len(windows)
+        for b in range(0, len(order), self.max_batch_windows):
+            chunk = order[b : b + self.max_batch_windows]
+            s, e = self._logits(pad_batch([windows[i] for i in chunk]))
+            for row, i in enumerate(chunk):
+                n = len(windows[i])
+                starts[i], ends[i] = s[row, :n], e[row, :n]
+        return starts, ends

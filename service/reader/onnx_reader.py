@@ -1,0 +1,74 @@
+"""INT8 ONNX span reader used by the service. Needs onnxruntime, tokenizers and numpy only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from service.reader.base import SpanReader
+from service.reader.decode import ReaderResult, Span
+from service.reader.windows import DOC_STRIDE, MAX_LENGTH, MAX_QUESTION_TOKENS, Windower, load_tokenizer
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "reader"
+
+__all__ = ["DEFAULT_MODEL_DIR", "OnnxReader", "ReaderResult", "Span"]
+
+
+class OnnxReader(SpanReader):
+    """Reads ``model_dir/{model.onnx, tokenizer.json, reader_config.json}``.
+
+    Construction only stores configuration (cheap, safe at import time); ``warm_up()`` loads the
+    session and tokenizer, and ``read()`` calls it on first use if the caller did not.
+    """
+
+    def __init__(
+        self, model_dir: str | Path = DEFAULT_MODEL_DIR, threads: int = 1, max_answer_tokens: int = 30
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.threads = threads
+        self.max_answer_tokens = max_answer_tokens
+        self.model_file = "model.onnx"
+        self.config: dict = {}
+        self._session = None
+        self._output_names: list[str] = []
+
+    @property
+    def threshold(self) -> float:
+        """No-answer threshold tuned on the dev articles: abstain when null - best > threshold."""
+        return float(self.config.get("null_threshold", 0.0))
+
+    def warm_up(self) -> None:
+        import onnxruntime as ort  # imported lazily so importing the service stays cheap
+
+        cfg_path = self.model_dir / "reader_config.json"
+        self.config = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        self.model_file = self.config.get("model_file", self.model_file)
+        self.windower = Windower(
+            load_tokenizer(self.model_dir / "tokenizer.json"),
+            max_length=int(self.config.get("max_length", MAX_LENGTH)),
+            stride=int(self.config.get("doc_stride", DOC_STRIDE)),
+            max_question_tokens=int(self.config.get("max_question_tokens", MAX_QUESTION_TOKENS)),
+        )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(
+            str(self.model_dir / self.model_file), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        # one tiny call so the first real request does not pay for kernel initialisation
+        self.read("warm up?", ["warm up."], top_n=1)
+
+    def _prepare(self) -> None:
+        if self._session is None:
+            self.warm_up()
+
+    def _logits(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        feeds = {k: v for k, v in batch.items() if k in self._input_names}
+        start, end = self._session.run(["start_logits", "end_logits"], feeds)
+        return start, end
