@@ -23,7 +23,7 @@ eval: install  ## our question set, in-process
 	$(CITEQA) eval
 
 eval-squad: install  ## the Normans+Rhine SQuAD v2.0 subset
-	$(CITEQA) eval --squad $(SQUAD)/dev-v2.0.json --titles Normans,Rhine
+	$(CITEQA) eval --squad $(SQUAD)/dev-v2.0.json --title Normans --title Rhine
 
 bench: install  ## latency and build-time figures (in-process and over HTTP)
 	$(PY) scripts/bench.py

@@ -124,21 +124,23 @@ class SentenceExtractor:
 
 
 class ReaderExtractor:
-    """A trained span reader (``service.reader``) reads the best passages and answers with the
-    exact phrase; the containing sentence comes along as ``context``.
+    """A trained span reader (``service.reader``) finds the exact phrase inside the best
+    sentences; the containing sentence comes along as ``context``.
 
-    Score: the reader's confidence that the passage holds an answer (best span logit minus the
-    [CLS] no-answer logit, shifted by the model's dev-tuned threshold, through a sigmoid) times
-    the passage's rerank score, so an answer needs both a relevant passage and a reader that
-    finds the answer in it.
+    The cross-encoder has already picked the sentences most likely to answer; the reader reads
+    each of the top ones with the sentence before it (the same view the cross-encoder had:
+    short inputs, so reading is cheap) and proposes spans inside it. An answer's score is the
+    sentence's rerank score times the reader's confidence that the span answers (its margin over
+    the no-answer score, shifted by the dev-tuned threshold, through a sigmoid): off-topic
+    questions fail the first factor, on-topic questions the articles do not answer the second.
     """
 
     def __init__(self, model_dir: Path, *, threads: int = 1, max_answers: int = 3,
-                 passages: int = 3) -> None:
+                 sentences: int = 3) -> None:
         self.model_dir = Path(model_dir)
         self.threads = threads
         self.max_answers = max_answers
-        self.passages = passages
+        self.sentences = sentences
         self._reader = None
 
     def warm_up(self) -> None:
@@ -156,21 +158,23 @@ class ReaderExtractor:
     def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
         self.warm_up()
         reader = self._reader
-        chosen = ranking.passages[: self.passages]
+        chosen = ranking.sentences[: self.sentences]
         if not chosen:
             return []
-        results = reader.read(question, [p.unit.text for p in chosen], top_n=self.max_answers)
+        windows = [_with_previous(index, r) for r in chosen]
+        results = reader.read(question, [text for _, text in windows], top_n=5)
         candidates: list[Extracted] = []
-        for passage, result in zip(chosen, results):
+        for r, (w_start, w_text), result in zip(chosen, windows, results):
+            sentence = r.unit
             for span in result.spans:
-                has_answer = _sigmoid(span.score - result.null_score - reader.threshold)
-                start = passage.unit.start + span.start
-                end = passage.unit.start + span.end
+                start, end = w_start + span.start, w_start + span.end
+                if start < sentence.start or end > sentence.end:
+                    continue  # a span in the context sentence: that one is read on its own
+                confidence = _sigmoid(result.margin(reader.threshold, span))
                 candidates.append(Extracted(
-                    passage.unit.file, passage.unit.paragraph, start, end,
-                    passage.unit.text[span.start:span.end], has_answer * passage.score,
-                    _sentence_context(index, passage.unit.file, passage.unit.paragraph, start, end),
-                ))
+                    sentence.file, sentence.paragraph, start, end, w_text[span.start:span.end],
+                    r.score * confidence, (sentence.start, sentence.end, sentence.text)))
+                break  # the best span inside this sentence
         candidates.sort(key=lambda c: -c.score)
         answers: list[Extracted] = []
         for c in candidates:
@@ -181,17 +185,16 @@ class ReaderExtractor:
         return answers
 
 
+def _with_previous(index: CorpusIndex, r: Ranked) -> tuple[int, str]:
+    """(start offset, text) of the sentence together with the one before it in its paragraph."""
+    rows = index.sentences_of(r.unit.file, r.unit.paragraph)
+    pos = rows.index(r.id) if r.id in rows else 0
+    first = index.sentences.units[rows[pos - 1]] if pos > 0 else r.unit
+    para = index.paragraph(r.unit.file, r.unit.paragraph)
+    if para is None:
+        return r.unit.start, r.unit.text
+    return first.start, para.text[first.start - para.start:r.unit.end - para.start]
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
-
-
-def _sentence_context(index: CorpusIndex, file: str, paragraph: int, start: int, end: int
-                      ) -> tuple[int, int, str] | None:
-    """The sentence(s) of the paragraph that contain the span [start, end)."""
-    rows = [index.sentences.units[i] for i in index.sentences_of(file, paragraph)]
-    covering = [u for u in rows if u.start < end and start < u.end]
-    para = index.paragraph(file, paragraph)
-    if not covering or para is None:
-        return None
-    s, e = min(start, covering[0].start), max(end, covering[-1].end)
-    return s, e, para.text[s - para.start:e - para.start]

@@ -79,7 +79,7 @@ class QA:
         s = self.settings
         if s.extractor == "reader":
             return ReaderExtractor(s.reader_path, threads=s.threads, max_answers=s.max_answers,
-                                   passages=s.reader_passages)
+                                   sentences=s.reader_sentences)
         return SentenceExtractor(max_answers=s.max_answers)
 
     # -- construction ----------------------------------------------------------------------

@@ -57,7 +57,8 @@ class Settings(BaseSettings):
         0.24, description="answers scoring below this abstain (calibrated: see docs/evaluation.md)")
     reader_abstain_threshold: float = Field(
         0.5, description="the same for extractor=reader (its scores are on their own scale)")
-    reader_passages: int = Field(3, ge=1, le=20, description="passages the reader reads")
+    reader_sentences: int = Field(3, ge=1, le=20,
+                                  description="top reranked sentences the reader reads")
     max_answers: int = Field(3, ge=1, le=20)
 
     # Runtime

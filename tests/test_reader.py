@@ -153,6 +153,10 @@ def test_null_beats_span_means_abstain(windower: Windower) -> None:
     assert res.null_score > res.best_span_score
     assert res.should_abstain(threshold=0.0)
     assert not res.should_abstain(threshold=10.0)  # a permissive threshold answers anyway
+    # margin() is the signed form of the same decision (null 9 vs span 3)
+    assert res.margin(0.0) == pytest.approx(-6.0) and res.margin(10.0) == pytest.approx(4.0)
+    for thr in (-7.0, 0.0, 5.9, 6.1, 10.0):
+        assert (res.margin(thr) <= 0) == res.should_abstain(thr)
 
 
 def test_spans_never_cover_question_or_cls(windower: Windower) -> None:

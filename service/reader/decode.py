@@ -38,6 +38,16 @@ class ReaderResult:
         """null_score - best_span_score; bigger means more confidently unanswerable."""
         return self.null_score - self.best_span_score
 
+    def margin(self, threshold: float, span: Span | None = None) -> float:
+        """How far ``span`` (default: the best) clears the no-answer bar; > 0 means answer.
+
+        ``span.score - null_score + threshold``: the sign convention of ``null_threshold`` is
+        "abstain when null - span > threshold", so a negative threshold demands that the span beat
+        the null score by at least ``-threshold`` logits.
+        """
+        score = (span.score if span is not None else self.best_span_score)
+        return score - self.null_score + threshold
+
     def should_abstain(self, threshold: float) -> bool:
         return not self.spans or self.na_score > threshold
 
