@@ -1,0 +1,104 @@
+"""`citeqa serve` as a real process on 127.0.0.1, and `citeqa eval --url` against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eval.app import EvalOptions, run_eval
+from eval.dataset import DatasetError
+
+DOC = ("Tiny Town was founded in 1820 by river traders.\n\n"
+       "The old bridge is made of red stone and spans the Tiny River.\n\n"
+       "The town council meets every Tuesday in the library.\n")
+QUESTIONS = [
+    {"id": "a", "question": "What is the old bridge made of?", "answerable": True,
+     "answers": ["red stone"], "type": "factoid",
+     "evidence": [{"file": "town.txt", "quote": "The old bridge is made of red stone"}]},
+    {"id": "b", "question": "When does the town council meet?", "answerable": True,
+     "answers": ["every Tuesday"], "type": "factoid",
+     "evidence": [{"file": "town.txt", "quote": "The town council meets every Tuesday in the library."}]},
+    {"id": "c", "question": "What is the tallest mountain in Europe?", "answerable": False,
+     "answers": [], "evidence": [], "type": "offtopic"},
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("live")
+    docs = base / "docs"
+    docs.mkdir()
+    (docs / "town.txt").write_text(DOC, encoding="utf-8")
+    port = _free_port()
+    env = {**os.environ, "CITEQA_DATA_DIR": str(base / "data"), "CITEQA_API_KEY": "k"}
+    cli = Path(sys.executable).parent / "citeqa"
+    proc = subprocess.Popen([str(cli), "serve", "--docs", str(docs), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("server did not become ready in 120 s")
+        yield url, docs, base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_served_api_answers_and_rejects_bad_input(server) -> None:
+    url, _, _ = server
+    r = httpx.post(f"{url}/ask", json={"question": "What is the old bridge made of?"}, timeout=30)
+    assert r.status_code == 200 and r.json()["answers"][0]["citation"]["paragraph"] == 2
+    r = httpx.post(f"{url}/ask", content=b"{oops", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]
+    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+
+
+def test_eval_against_the_live_server(server, tmp_path) -> None:
+    url, docs, _ = server
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text("\n".join(json.dumps(q) for q in QUESTIONS) + "\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    lines: list[str] = []
+    run_eval(EvalOptions(questions=qfile, url=url, json_path=out,
+                         overrides={"docs_dir": docs}), echo=lines.append)
+    report = json.loads(out.read_text(encoding="utf-8"))
+    m = report["metrics"]
+    assert report["n"] == 3 and report["settings"]["mode"] == f"http {url}"
+    assert m["citation_valid"] == 1.0 and m["recall@1"] == 1.0 and m["evidence_hit@1"] == 1.0
+    assert m["abstain_acc"] == 1.0 and m["false_abstain"] == 0.0
+    assert m["latency_p50_ms"] > 0
+
+
+def test_eval_url_refuses_a_server_with_another_corpus(server, tmp_path) -> None:
+    url, _, _ = server
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "town.txt").write_text(DOC + "\nA changed line.\n", encoding="utf-8")
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text(json.dumps(QUESTIONS[2]) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="citeqa serve --docs"):
+        run_eval(EvalOptions(questions=qfile, url=url, overrides={"docs_dir": other}),
+                 echo=lambda s: None)
