@@ -60,6 +60,7 @@ class QA:
         self.retriever = HybridRetriever(
             None if s.retrieval == "lexical" else self.embedder, mode=s.retrieval,
             rrf_k=s.rrf_k, candidates=s.candidates, context_weight=s.context_weight,
+            dense_weight=s.dense_weight,
         )
         if s.reranker == "off":
             cross_encoder = None

@@ -187,8 +187,11 @@ class Reranker:
     def run(self, question: str, retrieved: Retrieved, index: CorpusIndex | None = None) -> Ranking:
         candidates = retrieved.sentences[: self.top_n]
         if self.encoder is None:
-            sentences = [Ranked(c.id, c.unit, max(0.0, min(1.0, c.dense)), False)
-                         for c in candidates]
+            # No relevance model: the dense similarity is the answer score; lexical-only
+            # retrieval has none, so its fused score relative to the best one stands in.
+            best = max((c.score for c in candidates), default=1.0) or 1.0
+            sentences = [Ranked(c.id, c.unit, max(0.0, min(1.0, c.dense)) if c.dense
+                                else c.score / best, False) for c in candidates]
             sentences.sort(key=lambda r: -r.score)
             passages = [Ranked(p.id, p.unit, p.score, False) for p in retrieved.passages]
             return Ranking(sentences, passages)

@@ -37,19 +37,21 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return part[np.argsort(-scores[part], kind="stable")]
 
 
-def rrf(rankings: list[list[int]], k: int) -> dict[int, float]:
-    """Reciprocal rank fusion: sum of 1 / (k + rank) over the rankings an item appears in."""
+def rrf(rankings: list[list[int]], k: int, weights: list[float] | None = None
+        ) -> dict[int, float]:
+    """Reciprocal rank fusion: sum of w / (k + rank) over the rankings an item appears in."""
     fused: dict[int, float] = {}
-    for ranking in rankings:
+    for r, ranking in enumerate(rankings):
+        w = 1.0 if weights is None else weights[r]
         for rank, item in enumerate(ranking, start=1):
-            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+            fused[item] = fused.get(item, 0.0) + w / (k + rank)
     return fused
 
 
 class HybridRetriever:
     def __init__(self, embedder: Embedder | None, *, mode: str = "hybrid", rrf_k: int = 60,
                  candidates: int = 50, context_weight: float = 0.5,
-                 context_passages: int = 3) -> None:
+                 context_passages: int = 3, dense_weight: float = 1.0) -> None:
         if mode not in MODES:
             raise ValueError(f"retrieval mode must be one of {MODES}")
         if mode != "lexical" and embedder is None:
@@ -59,6 +61,7 @@ class HybridRetriever:
         self.rrf_k = rrf_k
         self.candidates = candidates
         self.context_weight = context_weight
+        self.dense_weight = dense_weight  # relative to BM25's 1.0 in the fusion
         # Sentences of the best passages are candidates even when they rank poorly on their
         # own: "He said it was foreseen." needs its paragraph to be found.
         self.context_passages = context_passages
@@ -71,14 +74,17 @@ class HybridRetriever:
     def _fuse(self, question: str, vector: np.ndarray | None, store, lexical
               ) -> tuple[dict[int, float], dict[int, float]]:
         rankings: list[list[int]] = []
+        weights: list[float] = []
         dense: dict[int, float] = {}
         if vector is not None:
             hits = store.search(vector, self.candidates)
             dense = {i: s for i, s in hits}
             rankings.append([i for i, _ in hits])
+            weights.append(self.dense_weight)
         if self.mode != "dense":
             rankings.append([int(i) for i in _top(lexical.scores(question), self.candidates)])
-        return rrf(rankings, self.rrf_k), dense
+            weights.append(1.0)
+        return rrf(rankings, self.rrf_k, weights), dense
 
     def run(self, question: str, index: CorpusIndex, vector: np.ndarray | None = None
             ) -> Retrieved:

@@ -38,9 +38,10 @@ class Settings(BaseSettings):
     # Retrieval
     retrieval: Literal["hybrid", "lexical", "dense"] = "hybrid"
     rrf_k: int = Field(60, ge=1)
+    dense_weight: float = Field(1.5, ge=0, description="dense vs BM25 (1.0) in the fusion")
     candidates: int = Field(50, ge=1, le=1000, description="per retriever, before fusion")
     context_weight: float = Field(
-        1.0, ge=0, description="weight of a sentence's passage score in the sentence score")
+        4.0, ge=0, description="weight of a sentence's passage score in the sentence score")
 
     # Reranking: "onnx" is the packaged ms-marco-MiniLM-L-12-v2, "off" skips it, anything
     # else is a sentence-transformers CrossEncoder name or path.
