@@ -36,6 +36,25 @@ class InProcessTarget:
         return self.qa.ask(question, top_k=top_k).model_dump()
 
 
+def wait_until_ready(url: str, timeout: float = 120.0, alive: Callable[[], bool] | None = None
+                     ) -> None:
+    """Poll ``GET /ready`` until the server answers 200; raises TimeoutError, or RuntimeError
+    as soon as ``alive()`` says the server process has exited."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise RuntimeError(f"the server for {url} exited before becoming ready")
+        try:
+            if httpx.get(f"{url.rstrip('/')}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} was not ready after {timeout:.0f} s")
+
+
 class HttpTarget:
     def __init__(self, url: str, timeout: float = 60.0) -> None:
         import httpx

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from eval.dataset import load_questions, read_corpus  # noqa: E402
 from eval.metrics import percentile  # noqa: E402
+from eval.runner import wait_until_ready  # noqa: E402
 
 
 def _stats(ms: list[float]) -> str:
@@ -47,16 +48,7 @@ def bench_http(questions: list[str], index_dir: Path, extra_env: dict[str, str])
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("server did not become ready")
+        wait_until_ready(url, 180, alive=lambda: server.poll() is None)
         with httpx.Client(timeout=60) as client:
             for q in questions[:5]:  # warm-up requests
                 client.post(f"{url}/ask", json={"question": q})

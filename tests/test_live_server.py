@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 
 from eval.app import EvalOptions, run_eval
 from eval.dataset import DatasetError
+from eval.runner import wait_until_ready
 
 DOC = ("Tiny Town was founded in 1820 by river traders.\n\n"
        "The old bridge is made of red stone and spans the Tiny River.\n\n"
@@ -46,25 +46,20 @@ def server(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "CITEQA_DATA_DIR": str(base / "data"), "CITEQA_API_KEY": "k"}
     cli = Path(sys.executable).parent / "citeqa"
+    log = open(base / "server.log", "wb")  # a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen([str(cli), "serve", "--docs", str(docs), "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("server did not become ready in 120 s")
+        try:
+            wait_until_ready(url, 120, alive=lambda: proc.poll() is None)
+        except RuntimeError:
+            pytest.fail((base / "server.log").read_text(errors="replace"))
         yield url, docs, base
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
 
 
 def test_served_api_answers_and_rejects_bad_input(server) -> None:
