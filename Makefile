@@ -28,14 +28,15 @@ eval-squad: install  ## the Normans+Rhine SQuAD v2.0 subset
 bench: install  ## latency and build-time figures (in-process and over HTTP)
 	$(PY) scripts/bench.py
 
-train-reader: install  ## train the span reader (CPU subsample by default; see models/reader/README.md)
-	$(PY) scripts/train_reader.py --squad-dir $(SQUAD) --output-dir models/reader/checkpoints $(TRAIN_ARGS)
+train-reader: install  ## train the span reader on CPU in two stages (~50 + ~40 min on one thread)
+	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --output-dir models/reader/checkpoints --max-examples 19000 --neg-ratio 0.2 --epochs 1 --lr 8e-5 --batch-size 16 --seed 13 --threads 1 $(TRAIN_ARGS)
+	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --base-model models/reader/checkpoints/final --output-dir models/reader/checkpoints2 --max-examples 15000 --neg-ratio 0.2 --epochs 1 --lr 5e-5 --batch-size 16 --seed 14 --threads 1 $(TRAIN_ARGS)
 
 export-reader: install  ## export the trained reader to INT8 ONNX in models/reader/
-	$(PY) scripts/export_reader.py --checkpoint models/reader/checkpoints/final --output-dir models/reader $(EXPORT_ARGS)
+	OMP_NUM_THREADS=1 $(PY) scripts/export_reader.py --model models/reader/checkpoints2/final --out-dir models/reader --json models/reader/export_dev.json $(EXPORT_ARGS)
 
 eval-reader: install  ## SQuAD v2.0 EM/F1 of the shipped reader on the 17 test articles
-	$(PY) scripts/eval_reader.py --model-dir models/reader --squad-dir $(SQUAD) $(EVAL_ARGS)
+	OMP_NUM_THREADS=1 $(PY) scripts/eval_reader.py --model-dir models/reader --squad-dir $(SQUAD) --json models/reader/eval.json $(EVAL_ARGS)
 
 clean:
 	rm -rf $(VENV) .eval .pytest_cache .hypothesis

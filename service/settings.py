@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     extractor: Literal["sentence", "reader"] = "sentence"
     reader_path: Path = BUNDLED_READER
     abstain_threshold: float = Field(
-        0.24, description="answers scoring below this abstain (calibrated: see docs/evaluation.md)")
+        0.27, description="answers scoring below this abstain (calibrated: see docs/evaluation.md)")
     reader_abstain_threshold: float = Field(
         0.0005, description="the same for extractor=reader (its scores are on their own scale)")
     reader_sentences: int = Field(3, ge=1, le=20,
