@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     abstain_threshold: float = Field(
         0.27, description="answers scoring below this abstain (calibrated: see docs/evaluation.md)")
     reader_abstain_threshold: float = Field(
-        0.0005, description="the same for extractor=reader (its scores are on their own scale)")
+        0.0001, description="the same for extractor=reader (its scores are on their own scale)")
     reader_sentences: int = Field(3, ge=1, le=20,
                                   description="top reranked sentences the reader reads")
     max_answers: int = Field(3, ge=1, le=20)
