@@ -100,7 +100,8 @@ def main() -> None:
             ask_ms.append((time.perf_counter() - t) * 1000)
             for k in stage:
                 stage[k].append(r.timings_ms.get(k, 0.0))
-        print(f"in-process ask (default settings):      {_stats(ask_ms)}")
+        label = f"extractor={args.extractor}" if args.extractor else "default settings"
+        print(f"in-process ask ({label}):".ljust(40) + _stats(ask_ms))
         print("   stages p50: " + ", ".join(f"{k} {percentile(v, 50):.1f} ms" for k, v in stage.items()))
 
         # References, same process, same questions.
