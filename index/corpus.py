@@ -13,7 +13,7 @@ from pathlib import Path
 
 from index.lexical import Bm25Index
 from index.store import FaissStore
-from index.units import UNITS_VERSION, Paragraph, Unit, paragraph_at
+from index.units import UNITS_VERSION, Paragraph
 
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
@@ -89,9 +89,6 @@ class CorpusIndex:
         if not paras or not 1 <= number <= len(paras):
             return None
         return paras[number - 1]
-
-    def paragraph_containing(self, file: str, offset: int) -> Paragraph | None:
-        return paragraph_at(self.paragraphs.get(file, []), offset)
 
     # -- persistence -------------------------------------------------------------------------
 

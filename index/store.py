@@ -37,8 +37,6 @@ class Store(Protocol):
         """An independent store with the same rows (copy-on-write updates start here)."""
         ...
 
-    def file_rows(self, file: str) -> tuple[list[Unit], np.ndarray]: ...
-
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """(row id, inner product) of the k nearest units, best first."""
         ...
@@ -91,10 +89,6 @@ class FaissStore:
         self._units = [self._units[i] for i in keep]
         self._vectors = self._vectors[keep]
         self._faiss = None
-
-    def file_rows(self, file: str) -> tuple[list[Unit], np.ndarray]:
-        rows = [i for i, u in enumerate(self._units) if u.file == file]
-        return [self._units[i] for i in rows], self._vectors[rows]
 
     def _build(self) -> faiss.Index:
         n = len(self._vectors)
