@@ -84,6 +84,18 @@ class CorpusIndex:
             self._sentence_rows = table
         return self._sentence_rows.get((file, paragraph), [])
 
+    def sentence_with_context(self, row: int, before: int) -> tuple[int, str]:
+        """(start offset, verbatim text) from ``before`` sentences ahead of sentence ``row``
+        (within its paragraph) to that sentence's end."""
+        unit = self.sentences.units[row]
+        rows = self.sentences_of(unit.file, unit.paragraph)
+        pos = rows.index(row)
+        first = self.sentences.units[rows[max(0, pos - before)]]
+        para = self.paragraph(unit.file, unit.paragraph)
+        if para is None or first is unit:
+            return unit.start, unit.text
+        return first.start, para.text[first.start - para.start:unit.end - para.start]
+
     def paragraph(self, file: str, number: int) -> Paragraph | None:
         paras = self.paragraphs.get(file)
         if not paras or not 1 <= number <= len(paras):

@@ -54,13 +54,15 @@ def _progress_bar(desc: str):
     return progress
 
 
-def _open_qa(docs: Path | None, index_dir: Path | None, **extra: Any):
+def _open_qa(docs: Path | None, index_dir: Path | None, *, rebuild: bool = False,
+             **extra: Any):
+    """A started QA (index loaded and brought up to date); errors end the command."""
     from service.pipeline import QA
 
     settings = _settings(docs_dir=docs, index_dir=index_dir, **extra)
     qa = QA(settings)
     try:
-        report = qa.start(progress=_progress_bar("indexing"))
+        report = qa.start(rebuild=rebuild, progress=_progress_bar("indexing"))
     except (IndexError_, DocumentError, CiteQAError, OSError) as exc:
         _fail(str(exc))
     for problem in qa.skipped:
@@ -90,15 +92,7 @@ def index_cmd(directory: Path = typer.Argument(..., help="folder of articles"),
     """Index (or incrementally update the index of) a folder of articles."""
     if not directory.is_dir():
         _fail(f"{directory}: not a directory")
-    from service.pipeline import QA
-
-    qa = QA(_settings(docs_dir=directory, index_dir=index_dir))
-    try:
-        report = qa.start(rebuild=rebuild, progress=_progress_bar("indexing"))
-    except (IndexError_, DocumentError, CiteQAError, OSError) as exc:
-        _fail(str(exc))
-    for problem in qa.skipped:
-        typer.secho(f"skipped: {problem}", fg=typer.colors.YELLOW, err=True)
+    qa, report = _open_qa(directory, index_dir, rebuild=rebuild)
     idx = qa.index
     typer.echo(f"indexed {len(idx.files)} files ({len(idx.passages)} passages, "
                f"{len(idx.sentences)} sentences) in {qa.settings.resolved_index_dir}: "

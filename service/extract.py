@@ -6,7 +6,6 @@ best-scoring sentences; ``service.reader`` answers with the exact phrase inside 
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Protocol
 
 from eval.metrics import normalize_answer
 from index.corpus import CorpusIndex
-from service.rerank import Ranked, Ranking
+from service.rerank import Ranked, Ranking, sigmoid
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +160,8 @@ class ReaderExtractor:
         chosen = ranking.sentences[: self.sentences]
         if not chosen:
             return []
-        windows = [_with_previous(index, r) for r in chosen]
+        # The same view the cross-encoder had: the sentence and the one before it.
+        windows = [index.sentence_with_context(r.id, 1) for r in chosen]
         results = reader.read(question, [text for _, text in windows], top_n=5)
         candidates: list[Extracted] = []
         for r, (w_start, w_text), result in zip(chosen, windows, results):
@@ -170,7 +170,7 @@ class ReaderExtractor:
                 start, end = w_start + span.start, w_start + span.end
                 if start < sentence.start or end > sentence.end:
                     continue  # a span in the context sentence: that one is read on its own
-                confidence = _sigmoid(result.margin(reader.threshold, span))
+                confidence = float(sigmoid(result.margin(reader.threshold, span)))
                 candidates.append(Extracted(
                     sentence.file, sentence.paragraph, start, end, w_text[span.start:span.end],
                     r.score * confidence, (sentence.start, sentence.end, sentence.text)))
@@ -183,18 +183,3 @@ class ReaderExtractor:
             if len(answers) >= self.max_answers:
                 break
         return answers
-
-
-def _with_previous(index: CorpusIndex, r: Ranked) -> tuple[int, str]:
-    """(start offset, text) of the sentence together with the one before it in its paragraph."""
-    rows = index.sentences_of(r.unit.file, r.unit.paragraph)
-    pos = rows.index(r.id) if r.id in rows else 0
-    first = index.sentences.units[rows[pos - 1]] if pos > 0 else r.unit
-    para = index.paragraph(r.unit.file, r.unit.paragraph)
-    if para is None:
-        return r.unit.start, r.unit.text
-    return first.start, para.text[first.start - para.start:r.unit.end - para.start]
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))

@@ -156,7 +156,8 @@ class Ranking:
     passages: list[Ranked]  # every retrieved passage, best first
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x):
+    """Logistic function of an array or a scalar (clipped, so it never overflows)."""
     return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
 
 
@@ -179,10 +180,7 @@ class Reranker:
     def _with_context(self, c: Scored, index: CorpusIndex | None) -> str:
         if not self.context_sentences or index is None:
             return c.unit.text
-        rows = index.sentences_of(c.unit.file, c.unit.paragraph)
-        pos = rows.index(c.id) if c.id in rows else 0
-        before = [index.sentences.units[i].text for i in rows[max(0, pos - self.context_sentences):pos]]
-        return " ".join([*before, c.unit.text])
+        return index.sentence_with_context(c.id, self.context_sentences)[1]
 
     def run(self, question: str, retrieved: Retrieved, index: CorpusIndex | None = None) -> Ranking:
         candidates = retrieved.sentences[: self.top_n]
