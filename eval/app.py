@@ -192,10 +192,9 @@ def _in_process_qa(ds: Dataset, overrides: dict[str, Any], echo: Callable[[str],
     from service.settings import Settings
 
     settings = Settings(**{**overrides, "docs_dir": ds.docs_dir, "index_dir": ds.index_dir})
-    threshold = settings.active_threshold
+    threshold = settings.abstain_threshold
     # Every answer comes back (threshold -1) and the configured threshold is applied when
     # scoring: identical results, and the sweep can try other thresholds for free.
-    qa = QA(settings.model_copy(update={"abstain_threshold": -1.0,
-                                        "reader_abstain_threshold": -1.0}))
+    qa = QA(settings.model_copy(update={"abstain_threshold": -1.0}))
     qa.start()
     return qa, threshold

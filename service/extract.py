@@ -13,6 +13,7 @@ from typing import Protocol
 
 from eval.metrics import normalize_answer
 from index.corpus import CorpusIndex
+from service.answer_type import expected_type, satisfies
 from service.rerank import Ranked, Ranking, sigmoid
 
 
@@ -77,20 +78,30 @@ class SentenceExtractor:
     """The best sentences are the answers; a neighbouring sentence of the same paragraph that
     also scores well joins its span, so an answer can be two contiguous sentences."""
 
-    def __init__(self, *, max_answers: int = 3, join_score: float = 0.5) -> None:
+    def __init__(self, *, max_answers: int = 3, join_score: float = 0.5,
+                 type_window: int = 2) -> None:
         self.max_answers = max_answers
         self.join_score = join_score
+        # Answer-type check (service.answer_type): for "how many ..." and the like, the answer
+        # is the best of the top ``type_window`` sentences that contains a quantity; when none
+        # does, there is no answer. 0 turns the check off.
+        self.type_window = type_window
 
     def warm_up(self) -> None:
         return None
 
     def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
         by_id = {r.id: r for r in ranking.sentences}
+        kind = expected_type(question) if self.type_window else None
         used: set[int] = set()
         answers: list[Extracted] = []
+        examined = 0
         for r in ranking.sentences:
             if r.id in used:
                 continue
+            if kind is not None and not answers and examined >= self.type_window:
+                break
+            examined += 1
             first = last = r
             used.add(r.id)
             for neighbour_id in (r.id - 1, r.id + 1):
@@ -102,6 +113,8 @@ class SentenceExtractor:
                     first = n if n.id < first.id else first
                     last = n if n.id > last.id else last
             answer = self._span(first, last, r.score, index)
+            if not satisfies(kind, answer.text, question):
+                continue
             if not is_duplicate(answer, answers):
                 answers.append(answer)
             if len(answers) >= self.max_answers:
@@ -123,23 +136,23 @@ class SentenceExtractor:
 
 
 class ReaderExtractor:
-    """A trained span reader (``service.reader``) finds the exact phrase inside the best
-    sentences; the containing sentence comes along as ``context``.
+    """A trained span reader (``service.reader``) finds the exact phrase inside each answer
+    sentence; the sentence comes along as ``context``, so a UI can highlight the span in it.
 
-    The cross-encoder has already picked the sentences most likely to answer; the reader reads
-    each of the top ones with the sentence before it (the same view the cross-encoder had:
-    short inputs, so reading is cheap) and proposes spans inside it. An answer's score is the
-    sentence's rerank score times the reader's confidence that the span answers (its margin over
-    the no-answer score, shifted by the dev-tuned threshold, through a sigmoid): off-topic
-    questions fail the first factor, on-topic questions the articles do not answer the second.
+    Which sentences answer, and whether any does, is the sentence extractor's decision (the
+    cross-encoder's ranking, the answer-type check, the calibrated threshold on the same
+    scores): measured on our set, the reader's own no-answer score did not separate on-topic
+    unanswerable questions from answerable ones (docs/evaluation.md), while letting it choose
+    among sentences cost evidence hits. The reader reads each answer with the sentence before
+    it (the view the cross-encoder had) and proposes spans inside the answer; the best one of
+    the expected type becomes the answer. When it finds none there, the sentence is the answer.
     """
 
     def __init__(self, model_dir: Path, *, threads: int = 1, max_answers: int = 3,
-                 sentences: int = 3) -> None:
+                 type_window: int = 2) -> None:
         self.model_dir = Path(model_dir)
         self.threads = threads
-        self.max_answers = max_answers
-        self.sentences = sentences
+        self.sentences = SentenceExtractor(max_answers=max_answers, type_window=type_window)
         self._reader = None
 
     def warm_up(self) -> None:
@@ -157,29 +170,36 @@ class ReaderExtractor:
     def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
         self.warm_up()
         reader = self._reader
-        chosen = ranking.sentences[: self.sentences]
-        if not chosen:
+        answers = self.sentences.run(question, ranking, index)
+        if not answers:
             return []
-        # The same view the cross-encoder had: the sentence and the one before it.
-        windows = [index.sentence_with_context(r.id, 1) for r in chosen]
+        kind = expected_type(question) if self.sentences.type_window else None
+        windows = [self._window(a, index) for a in answers]
         results = reader.read(question, [text for _, text in windows], top_n=5)
-        candidates: list[Extracted] = []
-        for r, (w_start, w_text), result in zip(chosen, windows, results):
-            sentence = r.unit
+        out: list[Extracted] = []
+        for answer, (w_start, w_text), result in zip(answers, windows, results):
+            chosen = answer
             for span in result.spans:
                 start, end = w_start + span.start, w_start + span.end
-                if start < sentence.start or end > sentence.end:
-                    continue  # a span in the context sentence: that one is read on its own
-                confidence = float(sigmoid(result.margin(reader.threshold, span)))
-                candidates.append(Extracted(
-                    sentence.file, sentence.paragraph, start, end, w_text[span.start:span.end],
-                    r.score * confidence, (sentence.start, sentence.end, sentence.text)))
-                break  # the best span inside this sentence
-        candidates.sort(key=lambda c: -c.score)
-        answers: list[Extracted] = []
-        for c in candidates:
-            if not is_duplicate(c, answers):
-                answers.append(c)
-            if len(answers) >= self.max_answers:
+                if start < answer.start or end > answer.end:
+                    continue  # in the context sentence, not in the answer
+                # The words after the span too: "two" in "two U.S. bases" counts bases.
+                if not satisfies(kind, w_text[span.start:span.end + 40], question):
+                    continue
+                chosen = Extracted(answer.file, answer.paragraph, start, end,
+                                   w_text[span.start:span.end], answer.score,
+                                   (answer.start, answer.end, answer.text))
                 break
-        return answers
+            out.append(chosen)
+        return out
+
+    @staticmethod
+    def _window(answer: Extracted, index: CorpusIndex) -> tuple[int, str]:
+        """(start, text): the answer span with the sentence before it in its paragraph."""
+        paragraph = index.paragraph(answer.file, answer.paragraph)
+        assert paragraph is not None
+        rows = index.sentences_of(answer.file, answer.paragraph)
+        before = [index.sentences.units[r] for r in rows
+                  if index.sentences.units[r].end <= answer.start]
+        start = before[-1].start if before else answer.start
+        return start, paragraph.text[start - paragraph.start:answer.end - paragraph.start]

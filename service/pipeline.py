@@ -80,8 +80,8 @@ class QA:
         s = self.settings
         if s.extractor == "reader":
             return ReaderExtractor(s.reader_path, threads=s.threads, max_answers=s.max_answers,
-                                   sentences=s.reader_sentences)
-        return SentenceExtractor(max_answers=s.max_answers)
+                                   type_window=s.answer_type_window)
+        return SentenceExtractor(max_answers=s.max_answers, type_window=s.answer_type_window)
 
     # -- construction ----------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ class QA:
             t = time.perf_counter()
             extracted = self.extractor.run(request.question, ranking, index)
             timings["extract"] = (time.perf_counter() - t) * 1000
-        threshold = self.settings.active_threshold
+        threshold = self.settings.abstain_threshold
         answers = [self._answer(a) for a in extracted if a.score >= threshold]
         timings["total"] = (time.perf_counter() - start) * 1000
         return AskResponse(

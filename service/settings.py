@@ -56,11 +56,10 @@ class Settings(BaseSettings):
     reader_path: Path = BUNDLED_READER
     abstain_threshold: float = Field(
         0.27, description="answers scoring below this abstain (calibrated: see docs/evaluation.md)")
-    reader_abstain_threshold: float = Field(
-        0.0001, description="the same for extractor=reader (its scores are on their own scale)")
-    reader_sentences: int = Field(3, ge=1, le=20,
-                                  description="top reranked sentences the reader reads")
     max_answers: int = Field(3, ge=1, le=20)
+    answer_type_window: int = Field(
+        2, ge=0, le=20, description="questions asking for a quantity, age, amount or year are "
+        "answered only by one of this many top sentences that contains one (0: no check)")
 
     # Runtime
     threads: int = Field(1, ge=1, le=64, description="torch / onnxruntime threads per model")
@@ -74,11 +73,6 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("reranker must be 'onnx', 'off' or a CrossEncoder name/path")
         return value.strip()
-
-    @property
-    def active_threshold(self) -> float:
-        """Answers scoring below this abstain; each extractor has its own calibrated scale."""
-        return self.reader_abstain_threshold if self.extractor == "reader" else self.abstain_threshold
 
     @property
     def resolved_index_dir(self) -> Path:

@@ -294,3 +294,20 @@ def test_empty_inputs(windower: Windower) -> None:
     assert len(wins) == 1 and not wins[0].is_context.any()
     res = decode_windows("", wins, [np.zeros(len(wins[0]))], [np.zeros(len(wins[0]))])
     assert res.spans == [] and res.should_abstain(threshold=1e9)
+
+
+def test_reader_answers_with_a_span_inside_its_cited_sentence(make_qa) -> None:
+    from tests.conftest import CORPUS
+
+    qa = make_qa(extractor="reader")
+    response = qa.ask("how many U.S. troops were in Iraq before the Soleimani killing?")
+    assert not response.no_answer
+    best = response.answers[0]
+    text = (CORPUS / best.citation.file).read_text(encoding="utf-8")
+    assert text[best.citation.start:best.citation.end] == best.text
+    assert "5,200" in best.text and len(best.text) < 40  # the phrase, not the sentence
+    assert best.context is not None
+    assert text[best.context.start:best.context.end] == best.context.text
+    assert best.context.start <= best.citation.start and best.citation.end <= best.context.end
+    # Abstention is the sentence extractor's: the same type check applies.
+    assert qa.ask("how many Italian troops remain in Baghdad?").no_answer
