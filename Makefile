@@ -5,7 +5,7 @@ CITEQA := $(VENV)/bin/citeqa
 STAMP := $(VENV)/.installed-stamp
 SQUAD ?= ../shared/benchmarks/squad
 
-.PHONY: install run test eval eval-squad bench train-reader export-reader eval-reader clean
+.PHONY: install run test eval eval-squad bench distill-reranker train-reader export-reader eval-reader clean
 
 install: $(STAMP)  ## create .venv and install citeqa with its dev extras (torch 2.13.0 CPU first)
 
@@ -27,6 +27,9 @@ eval-squad: install  ## the Normans+Rhine SQuAD v2.0 subset
 
 bench: install  ## latency and build-time figures (in-process and over HTTP)
 	$(PY) scripts/bench.py
+
+distill-reranker: install  ## distil the 12-layer cross-encoder into the 6-layer one in models/reranker (~15 + ~50 min, one thread)
+	OMP_NUM_THREADS=1 $(PY) scripts/distill_reranker.py --squad-dir $(SQUAD) --out models/reranker $(DISTILL_ARGS)
 
 train-reader: install  ## train the span reader on CPU in two stages (~50 + ~40 min on one thread)
 	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --output-dir models/reader/checkpoints --max-examples 19000 --neg-ratio 0.2 --epochs 1 --lr 8e-5 --batch-size 16 --seed 13 --threads 1 $(TRAIN_ARGS)

@@ -160,7 +160,7 @@ def eval_cmd(
     dump: Optional[Path] = typer.Option(None, help="write every response as JSONL"),
     docs: Optional[Path] = DocsOpt,
     retrieval: Optional[str] = typer.Option(None, help="hybrid | lexical | dense"),
-    reranker: Optional[str] = typer.Option(None, help="onnx | off | CrossEncoder name/path"),
+    reranker: Optional[str] = typer.Option(None, help="distilled | onnx | off | CrossEncoder name/path"),
     extractor: Optional[str] = typer.Option(None, help="sentence | reader"),
     threshold: Optional[float] = typer.Option(None, help="abstention threshold"),
     work_dir: Path = typer.Option(Path(".eval"), help="imported corpora and their indexes"),

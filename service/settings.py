@@ -43,10 +43,12 @@ class Settings(BaseSettings):
     context_weight: float = Field(
         4.0, ge=0, description="weight of a sentence's passage score in the sentence score")
 
-    # Reranking: "onnx" is the packaged ms-marco-MiniLM-L-12-v2, "off" skips it, anything
-    # else is a sentence-transformers CrossEncoder name or path.
+    # Reranking: "onnx" is the packaged ms-marco-MiniLM-L-12-v2, "distilled" our 6-layer
+    # student of it (models/reranker), "off" skips it, anything else is a
+    # sentence-transformers CrossEncoder name or path.
     reranker: str = "onnx"
-    reranker_path: Path | None = Field(None, description="ONNX reranker folder (default: packaged)")
+    reranker_path: Path | None = Field(
+        None, description="ONNX reranker folder (default: the packaged or the distilled model)")
     rerank_sentences: int = Field(12, ge=1, le=200)
     rerank_context: int = Field(1, ge=0, le=3,
                                 description="preceding sentences shown to the cross-encoder")
@@ -71,7 +73,8 @@ class Settings(BaseSettings):
     @classmethod
     def _reranker_not_empty(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("reranker must be 'onnx', 'off' or a CrossEncoder name/path")
+            raise ValueError("reranker must be 'distilled', 'onnx', 'off' or a CrossEncoder "
+                             "name/path")
         return value.strip()
 
     @property
