@@ -25,6 +25,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "dense": {"retrieval": "dense", "reranker": "off"},
     "hybrid": {"retrieval": "hybrid", "reranker": "off"},
     "hybrid+rerank": {"retrieval": "hybrid", "reranker": "onnx"},
+    "hybrid+rerank-distilled": {"retrieval": "hybrid", "reranker": "distilled"},
 }
 
 

@@ -156,7 +156,7 @@ def eval_cmd(
     sweep: bool = typer.Option(False, help="sweep the abstention threshold"),
     max_false_abstain: float = typer.Option(
         0.05, min=0.0, max=1.0, help="--sweep: cap on false abstention for the recommendation"),
-    ablations: bool = typer.Option(False, help="lexical / dense / hybrid / hybrid+rerank"),
+    ablations: bool = typer.Option(False, help="lexical / dense / hybrid / hybrid+rerank (12-layer, distilled 6-layer)"),
     dump: Optional[Path] = typer.Option(None, help="write every response as JSONL"),
     docs: Optional[Path] = DocsOpt,
     retrieval: Optional[str] = typer.Option(None, help="hybrid | lexical | dense"),

@@ -19,9 +19,7 @@ import numpy as np
 from index.units import Unit
 from index.corpus import CorpusIndex
 from service.retrieve import Retrieved, Scored
-
-
-DISTILLED_RERANKER_DIR = Path(__file__).resolve().parent.parent / "models" / "reranker"
+from service.settings import BUNDLED_RERANKER
 
 
 def packaged_reranker_dir() -> Path:
@@ -147,7 +145,7 @@ def make_cross_encoder(spec: str, *, path: Path | None = None, threads: int = 1)
     if spec == "off":
         return None
     if spec == "distilled":
-        model_dir = Path(path) if path else DISTILLED_RERANKER_DIR
+        model_dir = Path(path) if path else BUNDLED_RERANKER
         if not (model_dir / "model.onnx").is_file():
             raise FileNotFoundError(f"no distilled reranker in {model_dir}: run "
                                     "`make distill-reranker`, or use reranker=onnx")

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_CORPUS = REPO_ROOT / "corpus"
 BUNDLED_READER = REPO_ROOT / "models" / "reader"
+BUNDLED_RERANKER = REPO_ROOT / "models" / "reranker"  # the distilled 6-layer cross-encoder
 
 
 def default_data_dir() -> Path:

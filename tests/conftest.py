@@ -26,9 +26,12 @@ def embedder():
 
 @pytest.fixture(scope="session")
 def cross_encoder():
-    from service.rerank import OnnxCrossEncoder
+    """The default reranker's model, so tests exercise what the service ships."""
+    from service.rerank import make_cross_encoder
+    from service.settings import Settings
 
-    ce = OnnxCrossEncoder(threads=1)
+    defaults = Settings()
+    ce = make_cross_encoder(defaults.reranker, path=defaults.reranker_path, threads=1)
     ce.warm_up()
     return ce
 

@@ -240,3 +240,4 @@ def test_end_to_end_on_a_tiny_corpus(tmp_path, embedder, cross_encoder, monkeypa
     assert "| recall@5 | 1.000 | 1.000 | +0.000 |" in "\n".join(lines)
     assert reports[0]["dataset"] == report["dataset"]
     assert app_module.ABLATIONS["hybrid+rerank"]["reranker"] == "onnx"
+    assert app_module.ABLATIONS["hybrid+rerank-distilled"]["reranker"] == "distilled"
