@@ -108,8 +108,9 @@ def main() -> None:
             return ms, stages
 
         ask_ms, stage = timed_asks(qa)
-        label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "default settings"
-        print(f"in-process ask ({label}, reranker={qa.settings.reranker}):")
+        label = ", ".join(f"{k}={v}" for k, v in {"reranker": qa.settings.reranker,
+                                                  **overrides}.items())
+        print(f"in-process ask ({label}):")
         print(" " * 40 + _stats(ask_ms))
         print("   stages p50: " + ", ".join(f"{k} {percentile(v, 50):.1f} ms" for k, v in stage.items()))
         results.update(reranker=qa.settings.reranker)

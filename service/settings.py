@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     extractor: Literal["sentence", "reader"] = "sentence"
     reader_path: Path = BUNDLED_READER
     abstain_threshold: float = Field(
-        0.27, description="answers scoring below this abstain (calibrated: see docs/evaluation.md)")
+        0.21, description="answers scoring below this abstain (calibrated: see docs/evaluation.md)")
     max_answers: int = Field(3, ge=1, le=20)
     answer_type_window: int = Field(
         2, ge=0, le=20, description="questions asking for a quantity, age, amount or year are "
