@@ -84,17 +84,25 @@ class CorpusIndex:
             self._sentence_rows = table
         return self._sentence_rows.get((file, paragraph), [])
 
+    def span_with_context(self, file: str, paragraph: int, start: int, end: int,
+                          before: int = 0) -> tuple[int, str]:
+        """(start offset, verbatim text) of the span [start, end) of a paragraph, extended back
+        to the start of the ``before`` whole sentences of that paragraph that precede it."""
+        para = self.paragraph(file, paragraph)
+        if para is None:
+            raise KeyError(f"{file}: no paragraph {paragraph}")
+        if before:
+            units = self.sentences.units
+            earlier = [r for r in self.sentences_of(file, paragraph) if units[r].end <= start]
+            if earlier:
+                start = units[earlier[max(0, len(earlier) - before)]].start
+        return start, para.text[start - para.start:end - para.start]
+
     def sentence_with_context(self, row: int, before: int) -> tuple[int, str]:
         """(start offset, verbatim text) from ``before`` sentences ahead of sentence ``row``
         (within its paragraph) to that sentence's end."""
         unit = self.sentences.units[row]
-        rows = self.sentences_of(unit.file, unit.paragraph)
-        pos = rows.index(row)
-        first = self.sentences.units[rows[max(0, pos - before)]]
-        para = self.paragraph(unit.file, unit.paragraph)
-        if para is None or first is unit:
-            return unit.start, unit.text
-        return first.start, para.text[first.start - para.start:unit.end - para.start]
+        return self.span_with_context(unit.file, unit.paragraph, unit.start, unit.end, before)
 
     def paragraph(self, file: str, number: int) -> Paragraph | None:
         paras = self.paragraphs.get(file)

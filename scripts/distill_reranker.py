@@ -21,12 +21,7 @@ interrupted run resumes where it stopped):
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAYON_NUM_THREADS", "1")
+from _env import REPO  # first: pins thread pools, puts the repo on sys.path
 
 import argparse
 import json
@@ -38,9 +33,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 log = logging.getLogger("distill_reranker")
 
@@ -57,24 +49,24 @@ def label(args: argparse.Namespace, pairs_path: Path) -> None:
     from service.pipeline import QA
     from service.rerank import OnnxCrossEncoder
 
-    squad = load_squad(args.squad_dir / "train-v1.1.json", articles=args.articles)
+    # The first ``articles`` articles are indexed; 40 more supply off-topic questions.
+    squad = load_squad(args.squad_dir / "train-v1.1.json", articles=args.articles + 40)
+    indexed = dict(list(squad.documents.items())[: args.articles])
     docs = args.work_dir / "docs"
-    write_corpus(squad.documents, docs)
+    write_corpus(indexed, docs)
     qa = QA.from_directory(docs, index_dir=args.work_dir / "index", reranker="off")
-    report = qa.start()
-    log.info("indexed %d articles (%s)", len(squad.documents), report)
+    log.info("indexed %d articles (%s)", len(indexed), qa.last_report)
     index = qa.index
     teacher = OnnxCrossEncoder(threads=args.threads, batch_size=1)
     teacher.warm_up()
 
     rng = random.Random(args.seed)
-    questions = [q for q in squad.questions if q.answerable]
+    questions = [q for q in squad.questions
+                 if q.answerable and q.paragraph and q.paragraph.file in indexed]
     rng.shuffle(questions)
     questions = questions[: args.questions]
     # Off-topic: questions of articles that are not indexed.
-    others = load_squad(args.squad_dir / "train-v1.1.json",
-                        articles=args.articles + 40).questions
-    off_topic = [q for q in others if not q.paragraph or q.paragraph.file not in squad.documents]
+    off_topic = [q for q in squad.questions if not q.paragraph or q.paragraph.file not in indexed]
     rng.shuffle(off_topic)
     jobs = [(q.question, args.candidates, "on") for q in questions]
     jobs += [(q.question, args.candidates // 2, "off") for q in off_topic[: args.off_topic]]

@@ -15,17 +15,12 @@ paragraph, SQuAD v2 F1 at its best threshold) and appended to ``<output-dir>/cur
 
 from __future__ import annotations
 
-import os
-
-# Pin threads before torch/tokenizers start their pools: the machine's other core is not ours.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAYON_NUM_THREADS", "1")
+from _env import REPO  # first: pins thread pools, puts the repo on sys.path
 
 import argparse
 import json
 import logging
+import os
 import random
 import shutil
 import subprocess
@@ -38,12 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from service.reader.base import SpanReader  # noqa: E402
-from service.reader.scoring import evaluate_reader  # noqa: E402
-from service.reader.squad_data import (  # noqa: E402
+from service.reader.base import SpanReader
+from service.reader.scoring import evaluate_reader
+from service.reader.squad_data import (
     QAExample,
     dev_file_train_examples,
     iter_examples,
@@ -53,7 +45,7 @@ from service.reader.squad_data import (  # noqa: E402
     split_examples,
     synthetic_negative,
 )
-from service.reader.windows import Windower, char_span_to_tokens, load_tokenizer  # noqa: E402
+from service.reader.windows import Windower, char_span_to_tokens, load_tokenizer
 
 log = logging.getLogger("train_reader")
 

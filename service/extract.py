@@ -13,7 +13,7 @@ from typing import Protocol
 
 from eval.metrics import normalize_answer
 from index.corpus import CorpusIndex
-from service.answer_type import expected_type, satisfies
+from service.answer_type import AnswerType, expected_type, satisfies
 from service.rerank import Ranked, Ranking, sigmoid
 
 
@@ -92,7 +92,7 @@ class SentenceExtractor:
 
     def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
         by_id = {r.id: r for r in ranking.sentences}
-        kind = expected_type(question) if self.type_window else None
+        kind = self.answer_type(question)
         used: set[int] = set()
         answers: list[Extracted] = []
         examined = 0
@@ -121,18 +121,16 @@ class SentenceExtractor:
                 break
         return answers
 
+    def answer_type(self, question: str) -> AnswerType | None:
+        """The type the answer must have, or None when the check is off or not applicable."""
+        return expected_type(question) if self.type_window else None
+
     @staticmethod
     def _span(first: Ranked, last: Ranked, score: float, index: CorpusIndex) -> Extracted:
         unit = first.unit
-        start, end = unit.start, last.unit.end
-        if first is last:
-            text = unit.text
-        else:
-            paragraph = index.paragraph(unit.file, unit.paragraph)
-            assert paragraph is not None
-            text = paragraph.text[start - paragraph.start:end - paragraph.start]
+        start, text = index.span_with_context(unit.file, unit.paragraph, unit.start, last.unit.end)
         start, text = trim_lead_in(start, text)
-        return Extracted(unit.file, unit.paragraph, start, end, text, score)
+        return Extracted(unit.file, unit.paragraph, start, last.unit.end, text, score)
 
 
 class ReaderExtractor:
@@ -173,8 +171,10 @@ class ReaderExtractor:
         answers = self.sentences.run(question, ranking, index)
         if not answers:
             return []
-        kind = expected_type(question) if self.sentences.type_window else None
-        windows = [self._window(a, index) for a in answers]
+        kind = self.sentences.answer_type(question)
+        # Each answer with the sentence before it: the view the cross-encoder had.
+        windows = [index.span_with_context(a.file, a.paragraph, a.start, a.end, before=1)
+                   for a in answers]
         results = reader.read(question, [text for _, text in windows], top_n=5)
         out: list[Extracted] = []
         for answer, (w_start, w_text), result in zip(answers, windows, results):
@@ -192,14 +192,3 @@ class ReaderExtractor:
                 break
             out.append(chosen)
         return out
-
-    @staticmethod
-    def _window(answer: Extracted, index: CorpusIndex) -> tuple[int, str]:
-        """(start, text): the answer span with the sentence before it in its paragraph."""
-        paragraph = index.paragraph(answer.file, answer.paragraph)
-        assert paragraph is not None
-        rows = index.sentences_of(answer.file, answer.paragraph)
-        before = [index.sentences.units[r] for r in rows
-                  if index.sentences.units[r].end <= answer.start]
-        start = before[-1].start if before else answer.start
-        return start, paragraph.text[start - paragraph.start:answer.end - paragraph.start]

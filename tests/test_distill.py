@@ -4,7 +4,7 @@ graph, and a student exports to an ONNX model that the service's cross-encoder l
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -24,12 +24,8 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def distill():
-    spec = importlib.util.spec_from_file_location("distill_reranker",
-                                                  REPO / "scripts" / "distill_reranker.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["distill_reranker"] = module
-    spec.loader.exec_module(module)
-    return module
+    sys.path.insert(0, str(REPO / "scripts"))  # as when run: scripts/ first on the path
+    return importlib.import_module("distill_reranker")
 
 
 def _logits(model, distill, teacher_dir) -> np.ndarray:
