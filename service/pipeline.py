@@ -56,7 +56,8 @@ class QA:
         base = settings or Settings()
         self.settings = base.model_copy(update=overrides) if overrides else base
         s = self.settings
-        self.embedder = embedder or SentenceTransformerEmbedder(s.embedding_model, threads=s.threads)
+        self.embedder = embedder or SentenceTransformerEmbedder(
+            s.embedding_model, threads=s.threads, backend=s.embedding_backend)
         self.retriever = HybridRetriever(
             None if s.retrieval == "lexical" else self.embedder, mode=s.retrieval,
             rrf_k=s.rrf_k, candidates=s.candidates, context_weight=s.context_weight,
@@ -65,13 +66,15 @@ class QA:
         if s.reranker == "off":
             cross_encoder = None
         elif cross_encoder is None:
-            cross_encoder = make_cross_encoder(s.reranker, path=s.reranker_path, threads=s.threads)
+            cross_encoder = make_cross_encoder(s.reranker, path=s.reranker_path, threads=s.threads,
+                                               workers=s.workers)
         self.reranker = Reranker(cross_encoder, top_n=s.rerank_sentences,
                                  context_sentences=s.rerank_context)
         self.extractor: Extractor = self._make_extractor()
         self._index: CorpusIndex | None = None
         self._write_lock = threading.Lock()
-        # One inference executor: model calls are serialised, each with its fixed thread count.
+        # One inference executor: questions' model calls are serialised, each with its fixed
+        # thread count; inside one, the cross-encoder spreads its pairs over `workers` runs.
         self._infer_lock = threading.Lock()
         self.last_report: UpdateReport | None = None
         self.skipped: list[str] = []

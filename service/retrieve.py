@@ -69,7 +69,7 @@ class HybridRetriever:
     def embed(self, question: str) -> np.ndarray | None:
         if self.mode == "lexical":
             return None
-        return self.embedder.encode([question])[0]  # type: ignore[union-attr]
+        return self.embedder.encode_query(question)  # type: ignore[union-attr]
 
     def _fuse(self, question: str, vector: np.ndarray | None, store, lexical
               ) -> tuple[dict[int, float], dict[int, float]]:

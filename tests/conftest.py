@@ -31,7 +31,8 @@ def cross_encoder():
     from service.settings import Settings
 
     defaults = Settings()
-    ce = make_cross_encoder(defaults.reranker, path=defaults.reranker_path, threads=1)
+    ce = make_cross_encoder(defaults.reranker, path=defaults.reranker_path, threads=1,
+                            workers=defaults.workers)
     ce.warm_up()
     return ce
 

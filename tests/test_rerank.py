@@ -1,4 +1,5 @@
-"""The ONNX cross-encoder: scores do not depend on batching or on the order of the texts."""
+"""The ONNX cross-encoder: scores do not depend on batching, on the order of the texts or on how
+many workers share the pairs."""
 
 from __future__ import annotations
 
@@ -37,3 +38,16 @@ def test_batched_scores_match_one_at_a_time(cross_encoder) -> None:
 
 def test_empty_input_scores_nothing(cross_encoder) -> None:
     assert cross_encoder.score(QUESTION, []).shape == (0,)
+
+
+def test_parallel_workers_give_the_sequential_scores(cross_encoder) -> None:
+    from service.rerank import OnnxCrossEncoder
+
+    sequential = OnnxCrossEncoder(cross_encoder.model_dir, workers=1)
+    parallel = OnnxCrossEncoder(cross_encoder.model_dir, workers=3)
+    texts = TEXTS * 3 + ["Short."]  # more pairs than workers, uneven shares
+    expected = sequential.score(QUESTION, texts)
+    got = parallel.score(QUESTION, texts)
+    # Each pair is its own one-thread run, so sharing them out changes nothing, bit for bit.
+    np.testing.assert_array_equal(expected, got)
+    assert parallel.score(QUESTION, TEXTS[:1]).shape == (1,)  # fewer pairs than workers
