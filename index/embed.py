@@ -50,9 +50,9 @@ class SentenceTransformerEmbedder:
     the latency path, goes through onnxruntime by default: on warm-up the loaded model's
     transformer is exported in memory from the very weights sentence-transformers loaded, and
     tokenisation stays sentence-transformers' own. torch's per-operator overhead dominates
-    such small inputs (one thread here, our 98 questions, p50): torch 12.7 ms, ``onnx``
-    5.5 ms with the same vectors (to ~2e-7), ``onnx-int8`` (default; weights quantised
-    dynamically) 3.0 ms, cosine >= 0.99 to the exact vector and the same retrieval on our set
+    such small inputs (one thread here, our 98 questions, p50, scripts/bench_parts.py): torch
+    14.0 ms, ``onnx`` 5.8 ms with the same vectors (to ~2e-7), ``onnx-int8`` (default; weights
+    quantised dynamically) 2.9 ms, cosine >= 0.99 to the exact vector and the same retrieval on our set
     and on Normans+Rhine (docs/evaluation.md). Models other than transformer + mean pooling
     (+ normalise), or an export that fails, use torch for questions too."""
 

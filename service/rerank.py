@@ -52,9 +52,9 @@ class OnnxCrossEncoder:
         self.batch_size = batch_size
         # Pairs are shared out over `workers` concurrent runs of the one session (onnxruntime
         # releases the GIL), each on `threads` threads. Why not intra-op threads: they spin
-        # while waiting for each other, so with the other core busy 2 intra-op threads took
-        # 2x as long as one, while 2 one-thread runs degrade to the sequential time
-        # (12 pairs here: 100 ms on 1 thread; 53 ms on 2 workers, 98 ms with a core busy).
+        # while waiting for each other. Our questions' 12 pairs, p50 (scripts/bench_parts.py):
+        # 1 thread 188 ms; 2 intra-op threads 121 ms, but 326 ms with the other core busy;
+        # 2 one-thread workers 92 ms, and 155 ms with the other core busy.
         self.workers = max(1, workers)
         self._pool: ThreadPoolExecutor | None = None
         self._session = None

@@ -39,8 +39,8 @@ class Settings(BaseSettings):
     # Retrieval (the question embedding's runtime does not change the index: documents are
     # always embedded by sentence-transformers)
     embedding_backend: Literal["onnx-int8", "onnx", "torch"] = Field(
-        "onnx-int8", description="runtime of question embeddings: torch (12.7 ms), onnx "
-        "(same vectors, 5.5 ms) or onnx-int8 (3.0 ms, same retrieval on our sets)")
+        "onnx-int8", description="runtime of question embeddings: torch (14.0 ms), onnx "
+        "(same vectors, 5.8 ms) or onnx-int8 (2.9 ms, same retrieval on our sets)")
     retrieval: Literal["hybrid", "lexical", "dense"] = "hybrid"
     rrf_k: int = Field(60, ge=1)
     dense_weight: float = Field(1.5, ge=0, description="dense vs BM25 (1.0) in the fusion")
