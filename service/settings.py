@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         return self.index_dir or (self.data_dir / "index")
 
     @property
+    def cache_dir(self) -> Path:
+        """Derived models (the question embedder's ONNX export), rebuilt when missing."""
+        return self.data_dir / "cache"
+
+    @property
     def uploads_dir(self) -> Path:
         # Uploads belong to the corpus of this index, so they live beside its generations.
         return self.resolved_index_dir / "uploads"

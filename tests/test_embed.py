@@ -3,10 +3,16 @@ vectors, the INT8 one (the default) vectors close enough to retrieve the same pa
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tests.conftest import CORPUS
+
+REPO = Path(__file__).resolve().parent.parent
 
 QUESTIONS = [
     "why was the counter-ISIS campaign paused?",
@@ -62,3 +68,73 @@ def test_torch_backend_embeds_questions_with_torch(torch_embedder) -> None:
     assert torch_embedder.active_backend == "torch"
     np.testing.assert_array_equal(torch_embedder.encode_query(QUESTIONS[0]),
                                   torch_embedder.encode(QUESTIONS[:1])[0])
+
+
+def test_the_export_is_cached_and_reused_across_starts(tmp_path, monkeypatch) -> None:
+    from index import embed as embed_module
+    from index.embed import SentenceTransformerEmbedder
+
+    first = SentenceTransformerEmbedder(threads=1, cache_dir=tmp_path)
+    assert first.active_backend == "onnx-int8" and first.export_source == "export"
+    assert len(list(tmp_path.glob("embed-onnx-int8-*.onnx"))) == 1
+    assert len(list(tmp_path.glob("embed-onnx-int8-*.json"))) == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+    expected = [first.encode_query(q) for q in QUESTIONS]
+
+    # A later start reads the files: exporting again would fail here.
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported although a cached export exists")
+
+    monkeypatch.setattr(embed_module, "export_onnx", no_export)
+    second = SentenceTransformerEmbedder(threads=1, cache_dir=tmp_path)
+    assert second.active_backend == "onnx-int8" and second.export_source == "cache"
+    assert second.dim == first.dim
+    for question, vector in zip(QUESTIONS, expected):  # same tokenisation, truncation included
+        np.testing.assert_array_equal(second.encode_query(question), vector)
+    assert second._model is None  # questions alone never load sentence-transformers
+    # Documents load it on first use, and are embedded as before.
+    np.testing.assert_array_equal(second.encode(QUESTIONS[:2]), first.encode(QUESTIONS[:2]))
+
+
+def test_a_cached_start_answers_questions_without_importing_torch(tmp_path) -> None:
+    from index.embed import SentenceTransformerEmbedder
+
+    SentenceTransformerEmbedder(threads=1, cache_dir=tmp_path).warm_up()
+    script = (
+        "import sys\n"
+        "from index.embed import SentenceTransformerEmbedder\n"
+        f"e = SentenceTransformerEmbedder(threads=1, cache_dir={str(tmp_path)!r})\n"
+        "v = e.encode_query('why was the counter-ISIS campaign paused?')\n"
+        "assert e.export_source == 'cache' and v.shape == (e.dim,)\n"
+        "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_unreadable_cached_export_is_replaced(tmp_path, caplog) -> None:
+    from index.embed import SentenceTransformerEmbedder
+
+    first = SentenceTransformerEmbedder(threads=1, cache_dir=tmp_path)
+    expected = first.encode_query(QUESTIONS[2])
+    (cached,) = tmp_path.glob("embed-onnx-int8-*.onnx")
+    cached.write_bytes(cached.read_bytes()[:1000])  # a crash mid-copy, a full disk
+    again = SentenceTransformerEmbedder(threads=1, cache_dir=tmp_path)
+    assert again.active_backend == "onnx-int8" and again.export_source == "export"
+    assert "ignoring the unreadable cached export" in caplog.text
+    assert float(again.encode_query(QUESTIONS[2]) @ expected) > 0.999
+    assert cached.stat().st_size > 1_000_000  # rewritten whole
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_export(tmp_path, caplog) -> None:
+    from index.embed import SentenceTransformerEmbedder
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    e = SentenceTransformerEmbedder(threads=1, cache_dir=blocked / "cache")
+    assert e.active_backend == "onnx-int8" and e.export_source == "export"
+    assert "could not cache" in caplog.text
+    assert e.encode_query(QUESTIONS[0]).shape == (e.dim,)

@@ -71,9 +71,14 @@ def test_from_directory_builds_then_reuses_the_index(tmp_path, docs_copy) -> Non
     assert qa.ask("who is the chairman of the Joint Chiefs of Staff?").answers
     again = QA.from_directory(docs_copy, index_dir=tmp_path / "idx", data_dir=tmp_path / "data")
     assert not again.last_report.changed and len(again.last_report.unchanged) == 3
+    # Later starts take the question embedder's export from the data dir's cache ...
+    assert (qa.embedder.export_source, again.embedder.export_source) == ("export", "cache")
     (docs_copy / "extra.txt").write_text("Parliament met on Sunday in a long session.\n", encoding="utf-8")
     third = QA.from_directory(docs_copy, index_dir=tmp_path / "idx", data_dir=tmp_path / "data")
     assert third.last_report.added == ["extra.txt"]
+    # ... and still embed new documents (sentence-transformers loads when first needed).
+    assert third.embedder.export_source == "cache"
+    assert third.search("when did Parliament meet?").passages[0].file == "extra.txt"
 
 
 def test_python_api_needs_no_fastapi() -> None:
