@@ -112,6 +112,10 @@ class SentenceTransformerEmbedder:
         # One thread: with two, a query embedding costs ~40x more when the other core is busy.
         torch.set_num_threads(self.threads)
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        # Its "Loading weights" bar would land in every CLI command's and server's output.
+        transformers_logging.disable_progress_bar()
 
         if os.path.isdir(path):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local weights: never touch the network
