@@ -147,9 +147,10 @@ class ReaderExtractor:
     """
 
     def __init__(self, model_dir: Path, *, threads: int = 1, max_answers: int = 3,
-                 type_window: int = 2) -> None:
+                 type_window: int = 2, workers: int = 1) -> None:
         self.model_dir = Path(model_dir)
         self.threads = threads
+        self.workers = workers
         self.sentences = SentenceExtractor(max_answers=max_answers, type_window=type_window)
         self._reader = None
 
@@ -161,7 +162,7 @@ class ReaderExtractor:
         if not (self.model_dir / "reader_config.json").is_file():
             raise FileNotFoundError(f"no reader model in {self.model_dir} (reader_config.json "
                                     "missing): train and export one, or use extractor=sentence")
-        reader = OnnxReader(self.model_dir, threads=self.threads)
+        reader = OnnxReader(self.model_dir, threads=self.threads, workers=self.workers)
         reader.warm_up()
         self._reader = reader
 

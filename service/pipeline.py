@@ -84,7 +84,7 @@ class QA:
         s = self.settings
         if s.extractor == "reader":
             return ReaderExtractor(s.reader_path, threads=s.threads, max_answers=s.max_answers,
-                                   type_window=s.answer_type_window)
+                                   type_window=s.answer_type_window, workers=s.workers)
         return SentenceExtractor(max_answers=s.max_answers, type_window=s.answer_type_window)
 
     # -- construction ----------------------------------------------------------------------

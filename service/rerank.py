@@ -21,6 +21,7 @@ from index.units import Unit
 from index.corpus import CorpusIndex
 from service.retrieve import Retrieved, Scored
 from service.settings import BUNDLED_RERANKER
+from service.workers import make_pool, run_shared
 
 
 def packaged_reranker_dir() -> Path:
@@ -87,8 +88,7 @@ class OnnxCrossEncoder:
         tokenizer.enable_truncation(max_length=self.max_length, strategy="only_second")
         tokenizer.no_padding()
         self._tokenizer = tokenizer
-        if self.workers > 1:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="citeqa-rerank")
+        self._pool = make_pool(self.workers, "citeqa-rerank")
         self.score("warm up", ["warm up"])  # first run allocates; keep it off the query path
 
     def score(self, question: str, texts: list[str]) -> np.ndarray:
@@ -100,19 +100,8 @@ class OnnxCrossEncoder:
         order = sorted(range(len(texts)), key=lambda i: len(all_encs[i].ids))
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         scores = np.zeros(len(texts), dtype=np.float32)
-        if self._pool is None or len(batches) < 2:
-            self._run(all_encs, batches, scores)
-            return scores
-        # Longest first, each to the worker with the fewest tokens so far: equal shares of work.
-        shares: list[list[list[int]]] = [[] for _ in range(self.workers)]
-        load = [0] * self.workers
-        for batch in reversed(batches):
-            w = load.index(min(load))
-            shares[w].append(batch)
-            load[w] += sum(len(all_encs[j].ids) for j in batch)
-        for future in [self._pool.submit(self._run, all_encs, share, scores)
-                       for share in shares if share]:
-            future.result()
+        run_shared(self._pool, self.workers, batches, lambda b: sum(len(all_encs[j].ids) for j in b),
+                   lambda share: self._run(all_encs, share, scores))
         return scores
 
     def _run(self, all_encs: list, batches: list[list[int]], scores: np.ndarray) -> None:

@@ -72,8 +72,8 @@ class Settings(BaseSettings):
     threads: int = Field(1, ge=1, le=64, description="torch / onnxruntime threads per model")
     workers: int = Field(
         default_factory=lambda: min(2, os.cpu_count() or 1), ge=1, le=64,
-        description="concurrent one-thread cross-encoder runs per question (default: 2, or 1 "
-        "on a one-core machine)")
+        description="concurrent one-thread cross-encoder (and reader) runs per question "
+        "(default: 2, or 1 on a one-core machine)")
     api_key: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

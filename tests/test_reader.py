@@ -277,6 +277,24 @@ def test_shipped_model_answers_simple_question() -> None:
     assert off_topic.na_score > res.na_score  # much less sure there is an answer
 
 
+@pytest.mark.skipif(not (SHIPPED / "model.onnx").exists(), reason="shipped reader not exported yet")
+def test_windows_shared_over_workers_read_as_one_worker_does() -> None:
+    from service.reader.onnx_reader import OnnxReader
+
+    contexts = [
+        "The Eiffel Tower was completed in 1889. It was designed by the company of Gustave Eiffel.",
+        "Gustave Eiffel's company built it for the 1889 World's Fair. " * 40,  # several windows
+        "It is 330 metres tall.",
+    ]
+    question = "When was the Eiffel Tower completed?"
+    sequential = OnnxReader(SHIPPED, workers=1).read(question, contexts, top_n=3)
+    parallel = OnnxReader(SHIPPED, workers=3).read(question, contexts, top_n=3)
+    assert sum(len(r.spans) for r in sequential) > 3
+    # One window per run, so sharing them out changes nothing, bit for bit.
+    for a, b in zip(sequential, parallel, strict=True):
+        assert a.spans == b.spans and a.null_score == b.null_score
+
+
 def test_inference_path_does_not_import_torch() -> None:
     """The service loads the reader without torch (smaller image, faster start)."""
     import subprocess

@@ -13,6 +13,7 @@ import numpy as np
 
 from service.reader.decode import ReaderResult, decode_windows
 from service.reader.windows import Window, Windower, pad_batch
+from service.workers import run_shared
 
 
 class SpanReader(ABC):
@@ -21,6 +22,9 @@ class SpanReader(ABC):
     windower: Windower
     max_answer_tokens: int = 30
     max_batch_windows: int = 32  # windows per model call; bounds memory for many long contexts
+    # Batches shared over this many concurrent runs (service.workers); None: the calling thread.
+    workers: int = 1
+    _pool = None
 
     @abstractmethod
     def _logits(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -56,10 +60,16 @@ class SpanReader(ABC):
         order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
         starts: list[np.ndarray] = [np.empty(0)] * len(windows)
         ends: list[np.ndarray] = [np.empty(0)] * len(windows)
-        for b in range(0, len(order), self.max_batch_windows):
-            chunk = order[b : b + self.max_batch_windows]
-            s, e = self._logits(pad_batch([windows[i] for i in chunk]))
-            for row, i in enumerate(chunk):
-                n = len(windows[i])
-                starts[i], ends[i] = s[row, :n], e[row, :n]
+        batches = [order[b : b + self.max_batch_windows]
+                   for b in range(0, len(order), self.max_batch_windows)]
+
+        def run(share: list[list[int]]) -> None:
+            for chunk in share:
+                s, e = self._logits(pad_batch([windows[i] for i in chunk]))
+                for row, i in enumerate(chunk):
+                    n = len(windows[i])
+                    starts[i], ends[i] = s[row, :n], e[row, :n]
+
+        run_shared(self._pool, self.workers, batches,
+                   lambda chunk: sum(len(windows[i]) for i in chunk), run)
         return starts, ends
