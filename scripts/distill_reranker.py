@@ -314,24 +314,16 @@ def train(args: argparse.Namespace, pairs_path: Path, student_dir: Path) -> None
 
 
 def export(args: argparse.Namespace, student_dir: Path) -> None:
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import BertForSequenceClassification
+
+    from index.onnx_export import export_onnx, quantize_int8
 
     model = BertForSequenceClassification.from_pretrained(student_dir).eval()
     fp32 = args.work_dir / "student-fp32.onnx"
-    ids = torch.ones((2, 16), dtype=torch.long)
-    torch.onnx.export(
-        model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(fp32),
-        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
-        dynamic_axes={n: {0: "batch", 1: "sequence"}
-                      for n in ("input_ids", "attention_mask", "token_type_ids")} | {
-            "logits": {0: "batch"}},
-        opset_version=17, dynamo=False,
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(str(fp32), str(args.out / "model.onnx"), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Gather"])
+    # The shared recipe (a padded dummy batch, so the attention mask is traced), as for the
+    # question embedder and the reader; embeddings (Gather) are quantised too, to keep it small.
+    export_onnx(model, lambda out: out.logits, ["logits"], fp32)
+    quantize_int8(fp32, args.out / "model.onnx", op_types=["MatMul", "Gather"])
     shutil.copy(args.teacher_dir / "tokenizer.json", args.out / "tokenizer.json")
     (args.out / "reranker_config.json").write_text(json.dumps({
         "max_length": args.max_length, "has_token_type_ids": True,
