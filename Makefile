@@ -26,7 +26,7 @@ eval-squad: install  ## the Normans+Rhine SQuAD v2.0 subset
 	$(CITEQA) eval --squad $(SQUAD)/dev-v2.0.json --title Normans --title Rhine
 
 bench: install  ## latency and build-time figures (in-process and over HTTP)
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench.py --http-runs 3 $(BENCH_ARGS)
 
 distill-reranker: install  ## distil the 12-layer cross-encoder into the 6-layer one in models/reranker (~15 + ~50 min, one thread)
 	OMP_NUM_THREADS=1 $(PY) scripts/distill_reranker.py --squad-dir $(SQUAD) --out models/reranker $(DISTILL_ARGS)
