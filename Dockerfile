@@ -25,7 +25,8 @@ COPY --chown=citeqa models models
 USER citeqa
 # torch (CPU) first, then the project: the same script `make install` runs.
 RUN bash scripts/install.sh /app/.venv
-# Build the index of the bundled articles into the image, so the container starts ready.
+# Build the index of the bundled articles into the image, so the container starts ready; this
+# also caches the question embedder's ONNX export in /data/cache, so `serve` loads no torch.
 RUN /app/.venv/bin/citeqa index corpus --index-dir /data/index
 
 VOLUME ["/data"]
