@@ -6,11 +6,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu \
     HF_HUB_OFFLINE=1 \
-    TOKENIZERS_PARALLELISM=false \
     CITEQA_DATA_DIR=/data \
     CITEQA_HOST=0.0.0.0 \
     CITEQA_PORT=8000
 
+# TOKENIZERS_PARALLELISM stays unset: tokenising a question's 12 rerank pairs in parallel saves
+# ~3 ms of the ~96 ms cross-encoder step (p50, 3 alternating runs each; the server never forks).
 RUN useradd --create-home --uid 10001 citeqa && mkdir -p /data /app && chown citeqa /data /app
 WORKDIR /app
 
