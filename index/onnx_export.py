@@ -1,5 +1,6 @@
 """Exporting a BERT-style transformers model to ONNX and quantising it to INT8: the one recipe
-shared by the question embedder (in memory, at start-up) and the reader's export script."""
+shared by the question embedder (at its first start, then cached), the reader's export script
+and the reranker distillation."""
 
 from __future__ import annotations
 
