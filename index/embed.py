@@ -94,11 +94,13 @@ class SentenceTransformerEmbedder:
             return
         path = self._path()
         onnx = self.backend != "torch" and self.device == "cpu"
-        if not (onnx and self._load_cached(path)):
+        # Fingerprinting reads every model file: once per start, shared by lookup and write.
+        cached = self._cache_files(path) if onnx else None
+        if not (onnx and self._load_cached(path, cached)):
             self._load_model(path)
             if onnx and self._mean_pooled():
                 try:
-                    self._export(path)
+                    self._export(path, cached)
                 except Exception as exc:  # an architecture the exporter cannot trace: torch
                     log.warning("ONNX export of %s failed (%s); embedding with torch",
                                 self.name, exc)
@@ -148,9 +150,8 @@ class SentenceTransformerEmbedder:
         tokenizer.no_padding()
         return tokenizer
 
-    def _load_cached(self, path: str) -> bool:
+    def _load_cached(self, path: str, files: tuple[Path, Path] | None) -> bool:
         """Use a cached export (and its tokenizer) when there is a readable one."""
-        files = self._cache_files(path)
         if files is None or not all(f.is_file() for f in files):
             return False
         model_file, meta_file = files
@@ -169,14 +170,13 @@ class SentenceTransformerEmbedder:
         self.export_source = "cache"
         return True
 
-    def _export(self, path: str) -> None:
+    def _export(self, path: str, files: tuple[Path, Path] | None) -> None:
         max_length = int(self._model.max_seq_length)  # type: ignore[union-attr]
         model = self._export_onnx()
         self._session = self._session_from(model)
         self._tokenizer = self._question_tokenizer(path, max_length)
         self._lower_case = bool(getattr(self._model[0], "do_lower_case", False))  # type: ignore[index]
         self.export_source = "export"
-        files = self._cache_files(path)
         if files is not None and self._tokenizer is not None:
             self._write_cache(files, model, {"dim": self._model_dim(), "max_seq_length": max_length,
                                              "lower_case": self._lower_case})

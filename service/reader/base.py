@@ -22,7 +22,8 @@ class SpanReader(ABC):
     windower: Windower
     max_answer_tokens: int = 30
     max_batch_windows: int = 32  # windows per model call; bounds memory for many long contexts
-    # Batches shared over this many concurrent runs (service.workers); None: the calling thread.
+    # Batches are shared over `workers` concurrent runs of `_pool` (service.workers); without
+    # a pool they run in the calling thread.
     workers: int = 1
     _pool = None
 
