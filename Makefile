@@ -5,7 +5,7 @@ CITEQA := $(VENV)/bin/citeqa
 STAMP := $(VENV)/.installed-stamp
 SQUAD ?= ../shared/benchmarks/squad
 
-.PHONY: install run test eval eval-squad bench distill-reranker train-reader export-reader eval-reader clean
+.PHONY: install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader eval-reader clean
 
 install: $(STAMP)  ## create .venv and install citeqa with its dev extras (torch 2.13.0 CPU first)
 
@@ -24,6 +24,10 @@ eval: install  ## our question set, in-process
 
 eval-squad: install  ## the Normans+Rhine SQuAD v2.0 subset
 	$(CITEQA) eval --squad $(SQUAD)/dev-v2.0.json --title Normans --title Rhine
+
+eval-extractors: install  ## sentence and reader extractors side by side: our set, then four SQuAD test articles
+	$(CITEQA) eval --ablation hybrid+rerank --ablation hybrid+rerank+reader
+	$(CITEQA) eval --ablation hybrid+rerank --ablation hybrid+rerank+reader --squad $(SQUAD)/dev-v2.0.json --title Amazon_rainforest --title Black_Death --title Pharmacy --title Jacksonville,_Florida
 
 bench: install  ## latency and build-time figures (in-process and over HTTP)
 	$(PY) scripts/bench.py --http-runs 3 $(BENCH_ARGS)

@@ -26,6 +26,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "hybrid": {"retrieval": "hybrid", "reranker": "off"},
     "hybrid+rerank": {"retrieval": "hybrid", "reranker": "onnx"},
     "hybrid+rerank-distilled": {"retrieval": "hybrid", "reranker": "distilled"},
+    # The trained span reader after the default ranking: the two extractors side by side.
+    "hybrid+rerank+reader": {"retrieval": "hybrid", "reranker": "onnx", "extractor": "reader"},
 }
 
 
@@ -53,6 +55,8 @@ class EvalOptions:
     # still shows its citation. So the recommended threshold caps false abstention.
     max_false_abstain: float = 0.05
     ablations: bool = False
+    # A subset of ABLATIONS by name (implies ablations), e.g. the two extractors only.
+    only: list[str] | None = None
     dump: Path | None = None
     work_dir: Path = DEFAULT_WORK_DIR
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +91,17 @@ def prepare_datasets(opts: EvalOptions) -> list[Dataset]:
     return datasets
 
 
+def select_ablations(opts: EvalOptions) -> dict[str, dict[str, Any]]:
+    """The settings to run, by column label ("" alone: one run with the options' settings)."""
+    if opts.only:
+        unknown = [name for name in opts.only if name not in ABLATIONS]
+        if unknown:
+            raise DatasetError(f"unknown ablation {unknown[0]!r}: choose from "
+                               f"{', '.join(ABLATIONS)}")
+        return {name: ABLATIONS[name] for name in dict.fromkeys(opts.only)}
+    return dict(ABLATIONS) if opts.ablations else {"": {}}
+
+
 def _settings_summary(qa: Any) -> dict[str, Any]:
     s = qa.settings
     keys = ("retrieval", "reranker", "rerank_sentences", "extractor", "candidates",
@@ -119,10 +134,11 @@ def run_eval(opts: EvalOptions, echo: Callable[[str], None] = print,
     """Run every dataset (and every ablation) and print the reports; returns them."""
     if opts.sweep and opts.url:
         raise DatasetError("--sweep runs in-process (it needs every answer's score); drop --url")
+    configs = select_ablations(opts)
     datasets = prepare_datasets(opts)
     reports: list[dict[str, Any]] = []
     sweep_pool: list[QuestionResult] = []
-    configs = ABLATIONS if opts.ablations else {"": {}}
+    side_by_side = len(configs) > 1 or "" not in configs
     for ds in datasets:
         checker = CitationChecker(ds.corpus)
         columns: dict[str, dict[str, Any]] = {}
@@ -147,12 +163,13 @@ def run_eval(opts: EvalOptions, echo: Callable[[str], None] = print,
                 columns[label] = report["metrics"]
             reports.append(report)
             if opts.dump:
-                dump_results(results, opts.dump, report["dataset"], append=len(reports) > 1)
+                dump_results(results, opts.dump, report["dataset"], append=len(reports) > 1,
+                             ablation=label or None)
             if not label or label == "hybrid+rerank":
                 sweep_pool.extend(results)
-            if not opts.ablations:
+            if not side_by_side:
                 echo(render(report))
-        if opts.ablations:
+        if side_by_side:
             echo(f"## {ds.name}: ablations ({len(ds.questions)} questions)\n")
             echo(markdown_table(columns))
     if opts.sweep:

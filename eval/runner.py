@@ -208,10 +208,11 @@ def write_corpus(documents: dict[str, str], directory: Path) -> None:
 
 
 def dump_results(results: list[QuestionResult], path: Path, dataset: str, *,
-                 append: bool = False) -> None:
+                 append: bool = False, ablation: str | None = None) -> None:
     with open(path, "a" if append else "w", encoding="utf-8") as f:
         for r in results:
-            f.write(json.dumps({"dataset": dataset, "id": r.question.id,
+            label = {"ablation": ablation} if ablation else {}
+            f.write(json.dumps({"dataset": dataset, **label, "id": r.question.id,
                                 "latency_ms": r.latency_ms,
                                 "error": r.error, "response": r.response},
                                ensure_ascii=False) + "\n")

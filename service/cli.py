@@ -156,7 +156,9 @@ def eval_cmd(
     sweep: bool = typer.Option(False, help="sweep the abstention threshold"),
     max_false_abstain: float = typer.Option(
         0.05, min=0.0, max=1.0, help="--sweep: cap on false abstention for the recommendation"),
-    ablations: bool = typer.Option(False, help="lexical / dense / hybrid / hybrid+rerank (12-layer, distilled 6-layer)"),
+    ablations: bool = typer.Option(False, help="lexical / dense / hybrid / hybrid+rerank (12-layer, distilled 6-layer) / hybrid+rerank+reader, side by side"),
+    only: Optional[list[str]] = typer.Option(
+        None, "--ablation", help="run only this ablation (repeatable), e.g. --ablation hybrid+rerank --ablation hybrid+rerank+reader"),
     dump: Optional[Path] = typer.Option(None, help="write every response as JSONL"),
     docs: Optional[Path] = DocsOpt,
     retrieval: Optional[str] = typer.Option(None, help="hybrid | lexical | dense"),
@@ -180,7 +182,7 @@ def eval_cmd(
                        titles=titles or None,
                        url=url,
                        json_path=json_path, compare=compare, sweep=sweep,
-                       max_false_abstain=max_false_abstain, ablations=ablations,
+                       max_false_abstain=max_false_abstain, ablations=ablations, only=only or None,
                        dump=dump, work_dir=work_dir, overrides=overrides)
 
     def bar(desc: str, total: int):

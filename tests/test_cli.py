@@ -53,6 +53,8 @@ def test_cli_errors_are_messages_not_tracebacks(env, docs_copy) -> None:
     assert r.exit_code != 0 and "not found" in r.output
     r = runner.invoke(app, ["eval", "--sweep", "--url", "http://127.0.0.1:9"])
     assert r.exit_code != 0 and "in-process" in r.output
+    r = runner.invoke(app, ["eval", "--ablation", "rerank"])
+    assert r.exit_code != 0 and "unknown ablation 'rerank'" in r.output
     for result in (r,):
         assert "Traceback" not in result.output
 

@@ -241,3 +241,38 @@ def test_end_to_end_on_a_tiny_corpus(tmp_path, embedder, cross_encoder, monkeypa
     assert reports[0]["dataset"] == report["dataset"]
     assert app_module.ABLATIONS["hybrid+rerank"]["reranker"] == "onnx"
     assert app_module.ABLATIONS["hybrid+rerank-distilled"]["reranker"] == "distilled"
+
+
+def test_extractors_side_by_side(tmp_path, embedder, cross_encoder, monkeypatch) -> None:
+    """`--ablation hybrid+rerank --ablation hybrid+rerank+reader`: one report per extractor,
+    the reader's answers being phrases inside the sentence extractor's answers."""
+    from service.pipeline import QA
+
+    real_qa = QA
+    monkeypatch.setattr("service.pipeline.QA", lambda settings, **kw: real_qa(
+        settings, embedder=embedder, cross_encoder=cross_encoder))
+    dump = tmp_path / "dump.jsonl"
+    lines: list[str] = []
+    reports = run_eval(EvalOptions(squad=_tiny_squad(tmp_path), work_dir=tmp_path / "work",
+                                   only=["hybrid+rerank", "hybrid+rerank+reader"], dump=dump),
+                       echo=lines.append)
+    assert [r["ablation"] for r in reports] == ["hybrid+rerank", "hybrid+rerank+reader"]
+    assert [r["settings"]["extractor"] for r in reports] == ["sentence", "reader"]
+    table = "\n".join(lines)
+    assert "| metric | hybrid+rerank | hybrid+rerank+reader |" in table
+    rows = [json.loads(line) for line in dump.read_text(encoding="utf-8").splitlines()]
+    sentence = {r["id"]: r for r in rows if r["ablation"] == "hybrid+rerank"}
+    reader = {r["id"]: r for r in rows if r["ablation"] == "hybrid+rerank+reader"}
+    assert set(sentence) == set(reader) == {"t1", "t2", "t3", "o1"}
+    founded = reader["t1"]["response"]["answers"][0]
+    assert founded["text"] == "1820" and founded["context"]["text"].startswith("Tiny Town was founded")
+    assert founded["text"] in sentence["t1"]["response"]["answers"][0]["text"]
+    for report in reports:
+        assert report["metrics"]["citation_valid"] == 1.0
+    assert reports[1]["metrics"]["exact_match"] > reports[0]["metrics"]["exact_match"]
+
+
+def test_unknown_ablation_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(DatasetError, match="unknown ablation 'rerank'.*hybrid\\+rerank\\+reader"):
+        run_eval(EvalOptions(squad=_tiny_squad(tmp_path), work_dir=tmp_path / "work",
+                             only=["rerank"]))
