@@ -14,7 +14,8 @@ from typing import Protocol
 from eval.metrics import normalize_answer
 from index.corpus import CorpusIndex
 from service.answer_type import AnswerType, expected_type, satisfies
-from service.rerank import Ranked, Ranking, sigmoid
+from service.reader.decode import ReaderResult, Span
+from service.rerank import Ranked, Ranking
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,16 @@ class SentenceExtractor:
         return Extracted(unit.file, unit.paragraph, start, last.unit.end, text, score)
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One answer of the reader extractor: the sentence's phrase (or the sentence itself when
+    the reader found none there), the reader's result on the window, and the chosen span."""
+
+    answer: Extracted
+    result: ReaderResult
+    span: Span | None
+
+
 class ReaderExtractor:
     """A trained span reader (``service.reader``) finds the exact phrase inside each answer
     sentence; the sentence comes along as ``context``, so a UI can highlight the span in it.
@@ -167,6 +178,10 @@ class ReaderExtractor:
         self._reader = reader
 
     def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
+        return [r.answer for r in self.read(question, ranking, index)]
+
+    def read(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Reading]:
+        """``run``'s answers, each with what the reader made of it (its null score too)."""
         self.warm_up()
         reader = self._reader
         answers = self.sentences.run(question, ranking, index)
@@ -177,9 +192,9 @@ class ReaderExtractor:
         windows = [index.span_with_context(a.file, a.paragraph, a.start, a.end, before=1)
                    for a in answers]
         results = reader.read(question, [text for _, text in windows], top_n=5)
-        out: list[Extracted] = []
+        out: list[Reading] = []
         for answer, (w_start, w_text), result in zip(answers, windows, results):
-            chosen = answer
+            reading = Reading(answer, result, None)
             for span in result.spans:
                 start, end = w_start + span.start, w_start + span.end
                 if start < answer.start or end > answer.end:
@@ -187,9 +202,16 @@ class ReaderExtractor:
                 # The words after the span too: "two" in "two U.S. bases" counts bases.
                 if not satisfies(kind, w_text[span.start:span.end + 40], question):
                     continue
-                chosen = Extracted(answer.file, answer.paragraph, start, end,
-                                   w_text[span.start:span.end], answer.score,
-                                   (answer.start, answer.end, answer.text))
+                reading = Reading(Extracted(answer.file, answer.paragraph, start, end,
+                                            w_text[span.start:span.end], answer.score,
+                                            (answer.start, answer.end, answer.text)),
+                                  result, span)
                 break
-            out.append(chosen)
+            out.append(reading)
         return out
+
+    @property
+    def reader(self):
+        """The loaded ``OnnxReader`` (for scripts that read other contexts with it)."""
+        self.warm_up()
+        return self._reader

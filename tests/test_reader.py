@@ -329,3 +329,22 @@ def test_reader_answers_with_a_span_inside_its_cited_sentence(make_qa) -> None:
     assert best.context.start <= best.citation.start and best.citation.end <= best.context.end
     # Abstention is the sentence extractor's: the same type check applies.
     assert qa.ask("how many Italian troops remain in Baghdad?").no_answer
+
+
+def test_reader_extractor_readings_carry_the_null_score(make_qa) -> None:
+    """`ReaderExtractor.read`: `run`'s answers, each with the reader's result on its window."""
+    qa = make_qa(extractor="reader")
+    question = "how many U.S. troops were in Iraq before the Soleimani killing?"
+    index = qa.index
+    ranking = qa.reranker.run(question, qa.retriever.run(question, index), index)
+    readings = qa.extractor.read(question, ranking, index)
+    assert [r.answer for r in readings] == qa.extractor.run(question, ranking, index)
+    top = readings[0]
+    assert top.span is not None and top.span.score <= top.result.best_span_score
+    assert np.isfinite(top.result.null_score)
+    # The span indexes the window the reader read: the answer sentence and the one before it.
+    sent_start, sent_end, _ = top.answer.context
+    w_start, w_text = index.span_with_context(top.answer.file, top.answer.paragraph, sent_start,
+                                              sent_end, before=1)
+    assert w_text[top.span.start:top.span.end] == top.answer.text
+    assert w_start + top.span.start == top.answer.start and "5,200" in top.answer.text

@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""Does the reader's no-answer score help decide *whether* to answer, next to the cross-encoder?
+
+For every question of each set, the default pipeline with the reader extractor runs and this
+records, for the top answer:
+
+- ``rerank``: the cross-encoder logit of the answer sentence (what the service thresholds today);
+- ``reader_window``: the reader's span score minus its null score on the window the service
+  reads (the answer with the sentence before it);
+- ``reader_paragraph``: the same on the answer's whole paragraph (the reader's training view;
+  one more window per question, not read by the service).
+
+A logistic regression of "answerable" on each feature set is fitted on the tuning sets (the 4
+SQuAD dev articles of ``split.json`` and our question set, as the abstention threshold is), the
+threshold is the one with at most ``--max-false-abstain`` false abstention there, and the
+held-out set (4 SQuAD *test* articles) reports ROC AUC and abstention at that threshold.
+Questions with no candidate answer abstain whatever the features say.
+
+    python scripts/reader_abstention.py --json docs/results/reader-abstention.json
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from eval.app import EvalOptions, prepare_datasets  # noqa: E402
+from service.pipeline import QA  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+FEATURES = ("rerank", "reader_window", "reader_paragraph")
+FEATURE_SETS = {
+    "rerank (today)": ("rerank",),
+    "reader window": ("reader_window",),
+    "reader paragraph": ("reader_paragraph",),
+    "rerank + reader window": ("rerank", "reader_window"),
+    "rerank + reader paragraph": ("rerank", "reader_paragraph"),
+    "all three": FEATURES,
+}
+DEV_TITLES = ["Fresno,_California", "Huguenot", "Imperialism", "Southern_California"]
+TEST_TITLES = ["Amazon_rainforest", "Black_Death", "Pharmacy", "Jacksonville,_Florida"]
+
+
+@dataclass
+class Row:
+    answerable: bool
+    features: dict[str, float] | None  # None: no candidate answer at all
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
+def collect(squad: Path | None, titles: list[str] | None, work_dir: Path,
+            overrides: dict) -> list[Row]:
+    ds = prepare_datasets(EvalOptions(squad=squad, titles=titles, work_dir=work_dir))[0]
+    print(f"{ds.name}: {len(ds.questions)} questions", file=sys.stderr, flush=True)
+    qa = QA(Settings(**{**overrides, "docs_dir": ds.docs_dir, "index_dir": ds.index_dir,
+                        "extractor": "reader"}))
+    qa.start()
+    index, extractor = qa.index, qa.extractor
+    rows = []
+    for q in ds.questions:
+        ranking = qa.reranker.run(q.question, qa.retriever.run(q.question, index), index)
+        readings = extractor.read(q.question, ranking, index)
+        if not readings:
+            rows.append(Row(q.answerable, None))
+            continue
+        top = readings[0]
+        para = index.paragraph(top.answer.file, top.answer.paragraph)
+        whole = extractor.reader.read(q.question, [para.text], top_n=1)[0]
+        window_span = top.span.score if top.span else top.result.best_span_score
+        rows.append(Row(q.answerable, {
+            "rerank": _logit(top.answer.score),
+            "reader_window": float(max(window_span, -30.0) - top.result.null_score),
+            "reader_paragraph": float(max(whole.best_span_score, -30.0) - whole.null_score),
+        }))
+    return rows
+
+
+def matrix(rows: list[Row], names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    has = np.array([r.features is not None for r in rows])
+    x = np.array([[r.features[n] for n in names] if r.features else [0.0] * len(names)
+                  for r in rows], dtype=np.float64)
+    y = np.array([r.answerable for r in rows], dtype=np.float64)
+    return x, y, has
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> np.ndarray:
+    """Weights then bias, by Newton's method (a tiny, convex problem: no library needed)."""
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(xb.shape[1])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-xb @ w))
+        grad = xb.T @ (p - y) + l2 * w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb + l2 * np.eye(len(w))
+        w -= np.linalg.solve(hess, grad)
+    return w
+
+
+def auc(scores: np.ndarray, y: np.ndarray) -> float:
+    pos, neg = scores[y == 1], scores[y == 0]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def rates(scores: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(abstention on unanswerable, false abstention on answerable) at ``threshold``."""
+    abstain = scores < threshold
+    return float(abstain[y == 0].mean()), float(abstain[y == 1].mean())
+
+
+def pick_threshold(scores: np.ndarray, y: np.ndarray, cap: float) -> float:
+    """The highest threshold whose false abstention stays within ``cap``."""
+    best = -np.inf
+    for t in np.unique(scores):
+        if rates(scores, y, t)[1] <= cap:
+            best = max(best, float(t))
+    return best
+
+
+def evaluate(tune: list[Row], held: dict[str, list[Row]], cap: float) -> list[dict]:
+    out = []
+    for label, names in FEATURE_SETS.items():
+        x, y, has = matrix(tune, names)
+        w = fit_logistic(x[has], y[has])
+
+        def score(rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
+            x, y, has = matrix(rows, names)
+            s = np.hstack([x, np.ones((len(x), 1))]) @ w
+            return np.where(has, s, -np.inf), y
+
+        s_tune, y_tune = score(tune)
+        threshold = pick_threshold(s_tune, y_tune, cap)
+        row = {"features": label, "weights": dict(zip(names + ("bias",), map(float, w))),
+               "tune_auc": auc(s_tune, y_tune),
+               "tune_abstain": rates(s_tune, y_tune, threshold)[0]}
+        for name, rows in held.items():
+            s, y = score(rows)
+            ab, fa = rates(s, y, threshold)
+            row[name] = {"auc": auc(s, y), "abstain": ab, "false_abstain": fa}
+        out.append(row)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--squad-dir", type=Path, default=REPO.parent / "shared" / "benchmarks" / "squad")
+    p.add_argument("--work-dir", type=Path, default=Path(".eval"))
+    p.add_argument("--reader-path", type=Path, default=None, help="reader model folder (default: shipped)")
+    p.add_argument("--max-false-abstain", type=float, default=0.05)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    squad = args.squad_dir / "dev-v2.0.json"
+    if not squad.is_file():
+        p.error(f"{squad} not found: pass --squad-dir")
+    overrides = {"reader_path": args.reader_path} if args.reader_path else {}
+    dev = collect(squad, DEV_TITLES, args.work_dir, overrides)
+    own = collect(None, None, args.work_dir, overrides)
+    test = collect(squad, TEST_TITLES, args.work_dir, overrides)
+    results = evaluate(dev + own, {"test4": test, "own": own}, args.max_false_abstain)
+    print(f"\nfitted on 4 SQuAD dev articles + our set ({len(dev) + len(own)} questions); threshold "
+          f"at <= {args.max_false_abstain:.0%} false abstention there\n")
+    print("| features | weights (logit units) | AUC tune | AUC test4 | test4 abstain / false | "
+          "our set abstain / false |\n|---|---|---|---|---|---|")
+    for r in results:
+        w = ", ".join(f"{k} {v:+.3f}" for k, v in r["weights"].items())
+        t, o = r["test4"], r["own"]
+        print(f"| {r['features']} | {w} | {r['tune_auc']:.3f} | {t['auc']:.3f} | "
+              f"{t['abstain']:.3f} / {t['false_abstain']:.3f} | {o['abstain']:.3f} / "
+              f"{o['false_abstain']:.3f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"max_false_abstain": args.max_false_abstain,
+                                         "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
