@@ -35,15 +35,16 @@ bench: install  ## latency and build-time figures (in-process and over HTTP)
 distill-reranker: install  ## distil the 12-layer cross-encoder into the 6-layer one in models/reranker (~15 + ~50 min, one thread)
 	OMP_NUM_THREADS=1 $(PY) scripts/distill_reranker.py --squad-dir $(SQUAD) --out models/reranker $(DISTILL_ARGS)
 
-train-reader: install  ## train the span reader on CPU in two stages (~50 + ~40 min on one thread)
+train-reader: install  ## train the span reader on CPU in three stages (~50 + ~40 + ~80 min on one thread)
 	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --output-dir models/reader/checkpoints --max-examples 19000 --neg-ratio 0.2 --epochs 1 --lr 8e-5 --batch-size 16 --seed 13 --threads 1 $(TRAIN_ARGS)
 	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --base-model models/reader/checkpoints/final --output-dir models/reader/checkpoints2 --max-examples 15000 --neg-ratio 0.2 --epochs 1 --lr 5e-5 --batch-size 16 --seed 14 --threads 1 $(TRAIN_ARGS)
+	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --base-model models/reader/checkpoints2/final --output-dir models/reader/checkpoints3 --max-examples 25000 --neg-ratio 0.2 --epochs 1 --lr 4e-5 --batch-size 16 --seed 15 --threads 1 $(TRAIN_ARGS)
 
 export-reader: install  ## export the trained reader to INT8 ONNX in models/reader/
-	OMP_NUM_THREADS=1 $(PY) scripts/export_reader.py --model models/reader/checkpoints2/final --out-dir models/reader --json models/reader/export_dev.json $(EXPORT_ARGS)
+	OMP_NUM_THREADS=1 $(PY) scripts/export_reader.py --model models/reader/checkpoints3/final --out-dir models/reader --json models/reader/export_dev.json $(EXPORT_ARGS)
 
 eval-reader: install  ## SQuAD v2.0 EM/F1 of the shipped reader on the 17 test articles
-	OMP_NUM_THREADS=1 $(PY) scripts/eval_reader.py --model-dir models/reader --squad-dir $(SQUAD) --json models/reader/eval.json $(EVAL_ARGS)
+	OMP_NUM_THREADS=1 $(PY) scripts/eval_reader.py --model-dir models/reader --squad-dir $(SQUAD) --latency --json models/reader/eval.json $(EVAL_ARGS)
 
 clean:
 	rm -rf $(VENV) .eval .pytest_cache .hypothesis

@@ -20,7 +20,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.reader.decode import ReaderResult, Span, decode_windows, trim_span  # noqa: E402
+from service.reader.decode import (  # noqa: E402
+    ReaderResult, Span, decode_windows, snap_to_words, trim_span,
+)
 from service.reader.windows import Windower, char_span_to_tokens, load_tokenizer, pad_batch  # noqa: E402
 
 SHIPPED = REPO / "models" / "reader"
@@ -202,6 +204,32 @@ def test_max_answer_tokens_and_order(windower: Windower) -> None:
 def test_trim_span(text: str, expected: str) -> None:
     ctx = "xx" + text + "yy"
     s, e = trim_span(ctx, 2, 2 + len(text))
+    assert ctx[s:e] == expected
+
+
+def test_a_span_on_a_piece_of_a_word_widens_to_the_word(windower: Windower) -> None:
+    """WordPiece splits "assassinating"; logits peaking on its first piece quote the word."""
+    ctx = "He said assassinating Soleimani cost 5,200 troops dearly."
+    wins = windower.windows("what did he say?", ctx)
+    w = wins[0]
+    pieces = [i for i in np.flatnonzero(w.is_context)
+              if ctx[w.offsets[i, 0]:w.offsets[i, 1]] and ctx[w.offsets[i, 0] - 1] == " "
+              and ctx[w.offsets[i, 1]].isalpha()]
+    assert pieces, "the tokenizer should split a long word into pieces"
+    first = pieces[0]
+    s, e = _logits_for(wins, {0: (first, first, 8.0)}, null=-5.0)
+    res = decode_windows(ctx, wins, s, e)
+    assert ctx[res.spans[0].start:res.spans[0].end] == "assassinating"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [(8, 16, "assassinating"), (10, 14, "assassinating"), (37, 38, "5,200"), (39, 42, "5,200"),
+     (0, 2, "He"), (43, 49, "troops"), (50, 57, "dearly.")],
+)
+def test_snap_to_words(start: int, end: int, expected: str) -> None:
+    ctx = "He said assassinating Soleimani cost 5,200 troops dearly."
+    s, e = snap_to_words(ctx, start, end)
     assert ctx[s:e] == expected
 
 

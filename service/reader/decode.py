@@ -61,6 +61,30 @@ def _is_punct(ch: str) -> bool:
     return ch in string.punctuation or unicodedata.category(ch).startswith("P")
 
 
+def _joined(context: str, left: int) -> bool:
+    """Whether ``context[left]`` and ``context[left + 1]`` belong to one word: letters or digits
+    on both sides ("assassin|ating"), or a digit-group mark between digits ("5|,200")."""
+    a, b = context[left], context[left + 1]
+    if a.isalnum() and b.isalnum():
+        return True
+    after = context[left + 2] if left + 2 < len(context) else ""
+    return (b in ",." and a.isdigit() and after.isdigit()) or (
+        a in ",." and b.isdigit() and left > 0 and context[left - 1].isdigit())
+
+
+def snap_to_words(context: str, start: int, end: int) -> tuple[int, int]:
+    """Widen a span whose edge falls inside a word to the whole word.
+
+    The model scores WordPiece tokens, so its best span can start or end on a piece of a word
+    ("assassin" of "assassinating"); a quoted answer never cuts a word.
+    """
+    while start > 0 and _joined(context, start - 1):
+        start -= 1
+    while 0 < end < len(context) and _joined(context, end - 1):
+        end += 1
+    return start, end
+
+
 def trim_span(context: str, start: int, end: int) -> tuple[int, int]:
     """Strip whitespace and dangling punctuation from the span's edges.
 
@@ -126,7 +150,8 @@ def decode_windows(
             for e in top_e:
                 if e < s or e - s + 1 > max_answer_tokens:
                     continue
-                c0, c1 = trim_span(context, int(win.offsets[s, 0]), int(win.offsets[e, 1]))
+                c0, c1 = trim_span(context, *snap_to_words(context, int(win.offsets[s, 0]),
+                                                           int(win.offsets[e, 1])))
                 if c1 <= c0:
                     continue
                 score = float(s_log[s] + e_log[e])
