@@ -102,12 +102,13 @@ def select_ablations(opts: EvalOptions) -> dict[str, dict[str, Any]]:
     return dict(ABLATIONS) if opts.ablations else {"": {}}
 
 
-def _settings_summary(qa: Any) -> dict[str, Any]:
+def _settings_summary(qa: Any, threshold: float | None) -> dict[str, Any]:
     s = qa.settings
     keys = ("retrieval", "reranker", "rerank_sentences", "extractor", "candidates",
-            "context_weight", "abstain_threshold", "embedding_model", "window_chars", "threads")
-    return {k: str(getattr(s, k)) if isinstance(getattr(s, k), Path) else getattr(s, k)
-            for k in keys}
+            "context_weight", "embedding_model", "window_chars", "threads")
+    summary = {k: str(getattr(s, k)) if isinstance(getattr(s, k), Path) else getattr(s, k)
+               for k in keys}
+    return {**summary, "abstain_threshold": threshold}
 
 
 def _check_server_corpus(target: HttpTarget, dataset: Dataset) -> None:
@@ -149,7 +150,7 @@ def run_eval(opts: EvalOptions, echo: Callable[[str], None] = print,
                 threshold, settings = None, {"url": opts.url}
             else:
                 qa, threshold = _in_process_qa(ds, {**opts.overrides, **ablation}, echo)
-                target, settings = InProcessTarget(qa), _settings_summary(qa)
+                target, settings = InProcessTarget(qa), _settings_summary(qa, threshold)
             bar = progress_factory(f"{ds.name} {label}".strip(), len(ds.questions)) \
                 if progress_factory else None
             results = run_questions(target, ds.questions,
@@ -210,9 +211,10 @@ def _in_process_qa(ds: Dataset, overrides: dict[str, Any], echo: Callable[[str],
     from service.settings import Settings
 
     settings = Settings(**{**overrides, "docs_dir": ds.docs_dir, "index_dir": ds.index_dir})
-    threshold = settings.abstain_threshold
     # Every answer comes back (threshold -1) and the configured threshold is applied when
     # scoring: identical results, and the sweep can try other thresholds for free.
     qa = QA(settings.model_copy(update={"abstain_threshold": -1.0}))
+    threshold = (settings.abstain_threshold if settings.abstain_threshold is not None
+                 else qa.extractor.default_threshold)
     qa.start()
     return qa, threshold

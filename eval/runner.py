@@ -130,8 +130,9 @@ def score_question(result: QuestionResult, checker: CitationChecker,
     q = result.question
     resp = result.response or {"answers": [], "passages": [], "no_answer": True}
     raw_answers = answers = resp.get("answers", [])
-    if threshold is not None:
-        answers = [a for a in answers if a["score"] >= threshold]
+    if threshold is not None:  # as the service applies it: the first answer below it ends the list
+        kept = next((i for i, a in enumerate(answers) if a["score"] < threshold), len(answers))
+        answers = answers[:kept]
     abstained = not answers
     passages = resp.get("passages", [])[:TOP_K]
 

@@ -16,7 +16,11 @@ threshold is the one with at most ``--max-false-abstain`` false abstention there
 held-out set (4 SQuAD *test* articles) reports ROC AUC and abstention at that threshold.
 Questions with no candidate answer abstain whatever the features say.
 
-    python scripts/reader_abstention.py --json docs/results/reader-abstention.json
+``--write DIR`` saves the "rerank + reader window" model, the one the service can use at no
+extra cost (both signals are computed anyway), as ``DIR/abstention.json``
+(``service.reader.abstention``):
+
+    python scripts/reader_abstention.py --json docs/results/reader-abstention.json --write models/reader
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ sys.path.insert(0, str(REPO))
 
 from eval.app import EvalOptions, prepare_datasets  # noqa: E402
 from service.pipeline import QA  # noqa: E402
+from service.reader.abstention import (  # noqa: E402
+    AbstentionModel, fit_logistic, reader_fingerprint, reader_margin, rerank_logit,
+)
 from service.settings import Settings  # noqa: E402
 
 FEATURES = ("rerank", "reader_window", "reader_paragraph")
@@ -49,6 +56,7 @@ FEATURE_SETS = {
     "rerank + reader paragraph": ("rerank", "reader_paragraph"),
     "all three": FEATURES,
 }
+SHIPPED = "rerank + reader window"
 DEV_TITLES = ["Fresno,_California", "Huguenot", "Imperialism", "Southern_California"]
 TEST_TITLES = ["Amazon_rainforest", "Black_Death", "Pharmacy", "Jacksonville,_Florida"]
 
@@ -57,11 +65,6 @@ TEST_TITLES = ["Amazon_rainforest", "Black_Death", "Pharmacy", "Jacksonville,_Fl
 class Row:
     answerable: bool
     features: dict[str, float] | None  # None: no candidate answer at all
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return float(np.log(p / (1 - p)))
 
 
 def collect(squad: Path | None, titles: list[str] | None, work_dir: Path,
@@ -82,11 +85,10 @@ def collect(squad: Path | None, titles: list[str] | None, work_dir: Path,
         top = readings[0]
         para = index.paragraph(top.answer.file, top.answer.paragraph)
         whole = extractor.reader.read(q.question, [para.text], top_n=1)[0]
-        window_span = top.span.score if top.span else top.result.best_span_score
         rows.append(Row(q.answerable, {
-            "rerank": _logit(top.answer.score),
-            "reader_window": float(max(window_span, -30.0) - top.result.null_score),
-            "reader_paragraph": float(max(whole.best_span_score, -30.0) - whole.null_score),
+            "rerank": rerank_logit(top.rerank),
+            "reader_window": top.margin,
+            "reader_paragraph": reader_margin(whole.best_span_score, whole.null_score),
         }))
     return rows
 
@@ -97,18 +99,6 @@ def matrix(rows: list[Row], names: tuple[str, ...]) -> tuple[np.ndarray, np.ndar
                   for r in rows], dtype=np.float64)
     y = np.array([r.answerable for r in rows], dtype=np.float64)
     return x, y, has
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> np.ndarray:
-    """Weights then bias, by Newton's method (a tiny, convex problem: no library needed)."""
-    xb = np.hstack([x, np.ones((len(x), 1))])
-    w = np.zeros(xb.shape[1])
-    for _ in range(steps):
-        p = 1 / (1 + np.exp(-xb @ w))
-        grad = xb.T @ (p - y) + l2 * w
-        hess = (xb * (p * (1 - p))[:, None]).T @ xb + l2 * np.eye(len(w))
-        w -= np.linalg.solve(hess, grad)
-    return w
 
 
 def auc(scores: np.ndarray, y: np.ndarray) -> float:
@@ -149,7 +139,7 @@ def evaluate(tune: list[Row], held: dict[str, list[Row]], cap: float) -> list[di
         s_tune, y_tune = score(tune)
         threshold = pick_threshold(s_tune, y_tune, cap)
         row = {"features": label, "weights": dict(zip(names + ("bias",), map(float, w))),
-               "tune_auc": auc(s_tune, y_tune),
+               "threshold": threshold, "tune_auc": auc(s_tune, y_tune),
                "tune_abstain": rates(s_tune, y_tune, threshold)[0]}
         for name, rows in held.items():
             s, y = score(rows)
@@ -166,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reader-path", type=Path, default=None, help="reader model folder (default: shipped)")
     p.add_argument("--max-false-abstain", type=float, default=0.05)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--write", type=Path, default=None, metavar="DIR",
+                   help=f"save the '{SHIPPED}' model as DIR/abstention.json")
     args = p.parse_args(argv)
     squad = args.squad_dir / "dev-v2.0.json"
     if not squad.is_file():
@@ -188,6 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"max_false_abstain": args.max_false_abstain,
                                          "results": results}, indent=2) + "\n")
+    if args.write:
+        r = next(r for r in results if r["features"] == SHIPPED)
+        model = AbstentionModel(
+            rerank=r["weights"]["rerank"], reader=r["weights"]["reader_window"],
+            bias=r["weights"]["bias"], threshold=float(1 / (1 + np.exp(-r["threshold"]))),
+            fitted_on=f"4 SQuAD v2.0 dev articles of split.json ({len(dev)} questions) + our set "
+                      f"({len(own)}); threshold at <= {args.max_false_abstain:.0%} false abstention there",
+            metrics={"tune_auc": round(r["tune_auc"], 4),
+                     "test4": {k: round(v, 4) for k, v in r["test4"].items()}},
+            reader_sha256=reader_fingerprint((args.reader_path or Settings().reader_path)
+                                             / "model.onnx"))
+        print(f"wrote {model.save(args.write)}")
     return 0
 
 

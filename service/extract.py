@@ -7,13 +7,14 @@ best-scoring sentences; ``service.reader`` answers with the exact phrase inside 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 from eval.metrics import normalize_answer
 from index.corpus import CorpusIndex
 from service.answer_type import AnswerType, expected_type, satisfies
+from service.reader.abstention import AbstentionModel, reader_margin
 from service.reader.decode import ReaderResult, Span
 from service.rerank import Ranked, Ranking
 
@@ -30,6 +31,11 @@ class Extracted:
 
 
 class Extractor(Protocol):
+    @property
+    def default_threshold(self) -> float:
+        """Answers scoring below this abstain, unless the settings name another threshold."""
+        ...
+
     def warm_up(self) -> None: ...
 
     def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
@@ -75,6 +81,12 @@ def is_duplicate(candidate: Extracted, chosen: list[Extracted]) -> bool:
     return False
 
 
+# The sentence extractor's abstention threshold on its 0..1 cross-encoder score: the sweep's
+# recommendation on the SQuAD tuning articles + our set (docs/evaluation.md, "Abstention
+# threshold"); CITEQA_ABSTAIN_THRESHOLD overrides it.
+SENTENCE_THRESHOLD = 0.21
+
+
 class SentenceExtractor:
     """The best sentences are the answers; a neighbouring sentence of the same paragraph that
     also scores well joins its span, so an answer can be two contiguous sentences."""
@@ -87,6 +99,10 @@ class SentenceExtractor:
         # is the best of the top ``type_window`` sentences that contains a quantity; when none
         # does, there is no answer. 0 turns the check off.
         self.type_window = type_window
+
+    @property
+    def default_threshold(self) -> float:
+        return SENTENCE_THRESHOLD
 
     def warm_up(self) -> None:
         return None
@@ -137,24 +153,36 @@ class SentenceExtractor:
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One answer of the reader extractor: the sentence's phrase (or the sentence itself when
-    the reader found none there), the reader's result on the window, and the chosen span."""
+    the reader found none there), the reader's result on the window, the chosen span, and the
+    cross-encoder score of the sentence (``answer.score`` is the abstention model's, if any)."""
 
     answer: Extracted
     result: ReaderResult
     span: Span | None
+    rerank: float
+
+    @property
+    def margin(self) -> float:
+        """The chosen span's (else the best span's) score minus the window's null score."""
+        span_score = self.span.score if self.span else self.result.best_span_score
+        return reader_margin(span_score, self.result.null_score)
 
 
 class ReaderExtractor:
     """A trained span reader (``service.reader``) finds the exact phrase inside each answer
     sentence; the sentence comes along as ``context``, so a UI can highlight the span in it.
 
-    Which sentences answer, and whether any does, is the sentence extractor's decision (the
-    cross-encoder's ranking, the answer-type check, the calibrated threshold on the same
-    scores): measured on our set, the reader's own no-answer score did not separate on-topic
-    unanswerable questions from answerable ones (docs/evaluation.md), while letting it choose
-    among sentences cost evidence hits. The reader reads each answer with the sentence before
-    it (the view the cross-encoder had) and proposes spans inside the answer; the best one of
-    the expected type becomes the answer. When it finds none there, the sentence is the answer.
+    Which sentences answer is the sentence extractor's decision (the cross-encoder's ranking
+    and the answer-type check): letting the reader choose among sentences cost evidence hits
+    (docs/evaluation.md). The reader reads each answer with the sentence before it (the view
+    the cross-encoder had) and proposes spans inside the answer; the best one of the expected
+    type becomes the answer. When it finds none there, the sentence is the answer.
+
+    Whether to answer at all: with an ``abstention.json`` next to the reader
+    (``service.reader.abstention``), each answer's score is the probability a logistic model
+    gives from the sentence's cross-encoder logit and the reader's span-minus-null margin, and
+    ``default_threshold`` is the one fitted with it; without one, the cross-encoder's score and
+    the sentence extractor's threshold.
     """
 
     def __init__(self, model_dir: Path, *, threads: int = 1, max_answers: int = 3,
@@ -163,7 +191,12 @@ class ReaderExtractor:
         self.threads = threads
         self.workers = workers
         self.sentences = SentenceExtractor(max_answers=max_answers, type_window=type_window)
+        self.abstention = AbstentionModel.load(self.model_dir)  # a small JSON file, or None
         self._reader = None
+
+    @property
+    def default_threshold(self) -> float:
+        return self.abstention.threshold if self.abstention else SENTENCE_THRESHOLD
 
     def warm_up(self) -> None:
         if self._reader is not None:
@@ -194,7 +227,7 @@ class ReaderExtractor:
         results = reader.read(question, [text for _, text in windows], top_n=5)
         out: list[Reading] = []
         for answer, (w_start, w_text), result in zip(answers, windows, results):
-            reading = Reading(answer, result, None)
+            reading = Reading(answer, result, None, answer.score)
             for span in result.spans:
                 start, end = w_start + span.start, w_start + span.end
                 if start < answer.start or end > answer.end:
@@ -205,8 +238,11 @@ class ReaderExtractor:
                 reading = Reading(Extracted(answer.file, answer.paragraph, start, end,
                                             w_text[span.start:span.end], answer.score,
                                             (answer.start, answer.end, answer.text)),
-                                  result, span)
+                                  result, span, answer.score)
                 break
+            if self.abstention is not None:
+                score = self.abstention.probability(reading.rerank, reading.margin)
+                reading = replace(reading, answer=replace(reading.answer, score=score))
             out.append(reading)
         return out
 

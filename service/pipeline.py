@@ -141,6 +141,12 @@ class QA:
         return report
 
     @property
+    def abstain_threshold(self) -> float:
+        """The setting, or the extractor's calibrated default when it is not set."""
+        s = self.settings.abstain_threshold
+        return self.extractor.default_threshold if s is None else s
+
+    @property
     def index(self) -> CorpusIndex:
         if self._index is None:
             raise NotReady("the index is not loaded yet")
@@ -176,8 +182,13 @@ class QA:
             t = time.perf_counter()
             extracted = self.extractor.run(request.question, ranking, index)
             timings["extract"] = (time.perf_counter() - t) * 1000
-        threshold = self.settings.abstain_threshold
-        answers = [self._answer(a) for a in extracted if a.score >= threshold]
+        # Best first: an answer below the threshold ends the list, so the first one decides
+        # whether the question is answered at all.
+        answers: list[Answer] = []
+        for a in extracted:
+            if a.score < self.abstain_threshold:
+                break
+            answers.append(self._answer(a))
         timings["total"] = (time.perf_counter() - start) * 1000
         return AskResponse(
             question=request.question,

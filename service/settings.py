@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     # Answers
     extractor: Literal["sentence", "reader"] = "sentence"
     reader_path: Path = BUNDLED_READER
-    abstain_threshold: float = Field(
-        0.21, description="answers scoring below this abstain (calibrated: see docs/evaluation.md)")
+    abstain_threshold: float | None = Field(
+        None, description="answers scoring below this abstain; default: the extractor's calibrated "
+        "one (sentence: 0.21, docs/evaluation.md; reader: its abstention.json)")
     max_answers: int = Field(3, ge=1, le=20)
     answer_type_window: int = Field(
         2, ge=0, le=20, description="questions asking for a quantity, age, amount or year are "

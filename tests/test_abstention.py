@@ -1,0 +1,153 @@
+"""Abstention: the reader's abstention model, its fitting, and how the service applies a
+threshold (the extractor's calibrated default unless the settings name one)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.extract import SENTENCE_THRESHOLD, Extracted
+from service.reader.abstention import (
+    FILE_NAME, MARGIN_FLOOR, AbstentionModel, fit_logistic, reader_fingerprint, reader_margin,
+    rerank_logit,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_READER = REPO / "models" / "reader"
+
+
+def test_fit_logistic_recovers_known_weights() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(20000, 2))
+    p = 1 / (1 + np.exp(-(2.0 * x[:, 0] - 1.0 * x[:, 1] + 0.5)))
+    y = (rng.random(len(p)) < p).astype(float)
+    w = fit_logistic(x, y)
+    assert w == pytest.approx([2.0, -1.0, 0.5], abs=0.1)
+
+
+def test_fit_logistic_stays_finite_when_classes_separate() -> None:
+    x = np.array([[-2.0], [-1.0], [1.0], [2.0]])
+    w = fit_logistic(x, np.array([0.0, 0.0, 1.0, 1.0]))
+    assert np.all(np.isfinite(w)) and w[0] > 0
+
+
+def test_features_and_probability() -> None:
+    assert rerank_logit(0.5) == pytest.approx(0.0)
+    assert rerank_logit(1 / (1 + math.exp(-3))) == pytest.approx(3.0)
+    assert math.isfinite(rerank_logit(1.0)) and math.isfinite(rerank_logit(0.0))
+    assert reader_margin(7.0, 2.0) == 5.0
+    assert reader_margin(float("-inf"), 4.0) == MARGIN_FLOOR  # no span at all: floored
+    model = AbstentionModel(rerank=0.1, reader=0.05, bias=-0.5, threshold=0.4)
+    low, high = model.probability(0.2, 1.0), model.probability(0.9, 1.0)
+    assert 0 < low < high < 1
+    assert model.probability(0.9, 8.0) > high  # a clearer span raises it too
+    z = 0.1 * rerank_logit(0.9) + 0.05 * 1.0 - 0.5
+    assert high == pytest.approx(1 / (1 + math.exp(-z)))
+
+
+def test_model_file_round_trip_and_errors(tmp_path: Path) -> None:
+    assert AbstentionModel.load(tmp_path) is None
+    model = AbstentionModel(rerank=0.08, reader=0.06, bias=-0.7, threshold=0.31, fitted_on="x",
+                            metrics={"tune_auc": 0.66})
+    model.save(tmp_path)
+    assert AbstentionModel.load(tmp_path) == model
+    (tmp_path / FILE_NAME).write_text(json.dumps({"rerank": 1}), encoding="utf-8")
+    with pytest.raises(ValueError, match="not an abstention model"):
+        AbstentionModel.load(tmp_path)
+
+
+def test_a_model_fitted_for_another_reader_is_ignored(tmp_path: Path, caplog) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"reader one")
+    fitted = AbstentionModel(rerank=0.1, reader=0.1, bias=0.0, threshold=0.3,
+                             reader_sha256=reader_fingerprint(tmp_path / "model.onnx"))
+    fitted.save(tmp_path)
+    assert AbstentionModel.load(tmp_path) == fitted
+    (tmp_path / "model.onnx").write_bytes(b"reader two, retrained")
+    with caplog.at_level("WARNING"):
+        assert AbstentionModel.load(tmp_path) is None
+    assert "fitted for another reader model" in caplog.text
+
+
+def test_the_shipped_reader_has_a_fitted_model() -> None:
+    model = AbstentionModel.load(SHIPPED_READER)
+    assert model is not None and 0 < model.threshold < 1
+    assert model.rerank > 0 and model.reader > 0  # both signals count towards answering
+    assert "dev articles" in model.fitted_on
+    assert model.reader_sha256 == reader_fingerprint(SHIPPED_READER / "model.onnx")
+
+
+def _reader_copy(tmp_path: Path, model: AbstentionModel | None) -> Path:
+    """The shipped reader's files, linked, with ``model`` as its abstention model."""
+    target = tmp_path / "reader"
+    target.mkdir()
+    for f in SHIPPED_READER.iterdir():
+        if f.is_file() and f.name != FILE_NAME:
+            (target / f.name).symlink_to(f)
+    if model is not None:
+        model.save(target)
+    return target
+
+
+def test_reader_answers_carry_the_abstention_models_probability(make_qa, tmp_path) -> None:
+    question = "how many U.S. troops were in Iraq before the Soleimani killing?"
+    # A model that only listens to the reader: answer when its span clears null by 2+ logits.
+    model = AbstentionModel(rerank=0.0, reader=1.0, bias=-2.0, threshold=0.5)
+    qa = make_qa(extractor="reader", reader_path=_reader_copy(tmp_path, model))
+    assert qa.abstain_threshold == 0.5
+    index = qa.index
+    ranking = qa.reranker.run(question, qa.retriever.run(question, index), index)
+    readings = qa.extractor.read(question, ranking, index)
+    for r in readings:
+        assert r.answer.score == pytest.approx(1 / (1 + math.exp(-(r.margin - 2.0))))
+        assert 0 < r.rerank <= 1  # the cross-encoder's score is kept beside it
+    response = qa.ask(question)
+    expected = []
+    for r in readings:  # the list stops at the first answer below the threshold
+        if r.answer.score < 0.5:
+            break
+        expected.append(r.answer.text)
+    assert [a.text for a in response.answers] == expected
+    assert response.no_answer == (not expected)
+
+
+def test_an_abstention_model_can_silence_every_answer(make_qa, tmp_path) -> None:
+    never = AbstentionModel(rerank=0.0, reader=0.0, bias=-10.0, threshold=0.5)
+    qa = make_qa(extractor="reader", reader_path=_reader_copy(tmp_path, never))
+    response = qa.ask("what did Esper say about the impact on operations in Syria?")
+    assert response.no_answer and response.answers == [] and response.passages
+    # An explicit threshold in the settings wins over the model's.
+    qa = make_qa(extractor="reader", reader_path=tmp_path / "reader", abstain_threshold=0.0)
+    assert qa.abstain_threshold == 0.0
+    assert not qa.ask("what did Esper say about the impact on operations in Syria?").no_answer
+
+
+def test_thresholds_default_to_the_extractors(make_qa, tmp_path) -> None:
+    sentence = make_qa(start=False)
+    assert sentence.abstain_threshold == SENTENCE_THRESHOLD
+    plain = make_qa(start=False, extractor="reader", reader_path=_reader_copy(tmp_path, None))
+    assert plain.extractor.abstention is None
+    assert plain.abstain_threshold == SENTENCE_THRESHOLD  # the cross-encoder's score stays
+    assert make_qa(start=False, abstain_threshold=0.5).abstain_threshold == 0.5
+
+
+def test_answers_below_the_threshold_end_the_list(make_qa) -> None:
+    """Best first: once an answer falls below the threshold, later ones are dropped too, so the
+    first answer alone decides whether the question is answered."""
+    qa = make_qa(abstain_threshold=0.5)
+
+    class Fixed:
+        default_threshold = 0.5
+
+        def warm_up(self) -> None: ...
+
+        def run(self, question, ranking, index):
+            unit = index.sentences.units[0]
+            return [Extracted(unit.file, unit.paragraph, unit.start, unit.end, unit.text, s)
+                    for s in (0.9, 0.2, 0.8)]
+
+    qa.extractor = Fixed()
+    assert [a.score for a in qa.ask("anything?").answers] == [0.9]
