@@ -191,12 +191,22 @@ class ReaderExtractor:
         self.threads = threads
         self.workers = workers
         self.sentences = SentenceExtractor(max_answers=max_answers, type_window=type_window)
-        self.abstention = AbstentionModel.load(self.model_dir)  # a small JSON file, or None
+        self._abstention: AbstentionModel | None = None
+        self._abstention_loaded = False
         self._reader = None
 
     @property
+    def abstention(self) -> AbstentionModel | None:
+        """The reader's abstention model (read once from its small JSON file), or None."""
+        if not self._abstention_loaded:
+            self._abstention = AbstentionModel.load(self.model_dir)
+            self._abstention_loaded = True
+        return self._abstention
+
+    @property
     def default_threshold(self) -> float:
-        return self.abstention.threshold if self.abstention else SENTENCE_THRESHOLD
+        model = self.abstention
+        return model.threshold if model else SENTENCE_THRESHOLD
 
     def warm_up(self) -> None:
         if self._reader is not None:
@@ -208,6 +218,7 @@ class ReaderExtractor:
                                     "missing): train and export one, or use extractor=sentence")
         reader = OnnxReader(self.model_dir, threads=self.threads, workers=self.workers)
         reader.warm_up()
+        _ = self.abstention  # a broken abstention.json fails the start, not a question
         self._reader = reader
 
     def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
@@ -240,8 +251,8 @@ class ReaderExtractor:
                                             (answer.start, answer.end, answer.text)),
                                   result, span, answer.score)
                 break
-            if self.abstention is not None:
-                score = self.abstention.probability(reading.rerank, reading.margin)
+            if self._abstention is not None:
+                score = self._abstention.probability(reading.rerank, reading.margin)
                 reading = replace(reading, answer=replace(reading.answer, score=score))
             out.append(reading)
         return out

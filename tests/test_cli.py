@@ -79,3 +79,21 @@ def test_index_built_with_another_model_fails_clearly(env, docs_copy) -> None:
     assert r.exit_code == 2 and "--rebuild" in r.output
     r = runner.invoke(app, ["index", str(docs_copy), "--index-dir", str(idx), "--rebuild"])
     assert r.exit_code == 0 and "3 added" in r.output, r.output
+
+
+def test_a_broken_reader_abstention_file_is_a_message(env, docs_copy, monkeypatch) -> None:
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "reader"
+    reader = env / "reader"
+    reader.mkdir()
+    for f in shipped.iterdir():
+        if f.is_file() and f.name != "abstention.json":
+            (reader / f.name).symlink_to(f)
+    (reader / "abstention.json").write_text('{"rerank": "x"}', encoding="utf-8")
+    monkeypatch.setenv("CITEQA_EXTRACTOR", "reader")
+    monkeypatch.setenv("CITEQA_READER_PATH", str(reader))
+    r = runner.invoke(app, ["ask", "who is the chairman of the Joint Chiefs of Staff?",
+                            "--docs", str(docs_copy), "--index-dir", str(env / "i")])
+    assert r.exit_code == 2 and "not an abstention model" in r.output
+    assert "Traceback" not in r.output

@@ -66,7 +66,9 @@ class AbstentionModel:
                         fitted_on=str(data.get("fitted_on", "")), metrics=data.get("metrics", {}),
                         reader_sha256=str(data.get("reader_sha256", "")))
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not an abstention model ({exc})") from None
+            # An OSError, like a missing model file: the CLI and the server report it as such.
+            raise OSError(f"{path}: not an abstention model ({exc}); refit it with "
+                          f"scripts/reader_abstention.py --write {model_dir}") from None
         onnx = Path(model_dir) / "model.onnx"
         if model.reader_sha256 and onnx.is_file() and reader_fingerprint(onnx) != model.reader_sha256:
             log.warning("%s was fitted for another reader model: ignored (refit it with "
