@@ -5,7 +5,7 @@ CITEQA := $(VENV)/bin/citeqa
 STAMP := $(VENV)/.installed-stamp
 SQUAD ?= ../shared/benchmarks/squad
 
-.PHONY: install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader eval-reader clean
+.PHONY: install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader fit-abstention eval-reader clean
 
 install: $(STAMP)  ## create .venv and install citeqa with its dev extras (torch 2.13.0 CPU first)
 
@@ -42,6 +42,9 @@ train-reader: install  ## train the span reader on CPU in three stages (~50 + ~4
 
 export-reader: install  ## export the trained reader to INT8 ONNX in models/reader/
 	OMP_NUM_THREADS=1 $(PY) scripts/export_reader.py --model models/reader/checkpoints3/final --out-dir models/reader --json models/reader/export_dev.json $(EXPORT_ARGS)
+
+fit-abstention: install  ## refit the reader extractor's abstention model (models/reader/abstention.json) after a new reader (~7 min)
+	$(PY) scripts/reader_abstention.py --squad-dir $(SQUAD) --json docs/results/reader-abstention.json --write models/reader
 
 eval-reader: install  ## SQuAD v2.0 EM/F1 of the shipped reader on the 17 test articles
 	OMP_NUM_THREADS=1 $(PY) scripts/eval_reader.py --model-dir models/reader --squad-dir $(SQUAD) --latency --json models/reader/eval.json $(EVAL_ARGS)
