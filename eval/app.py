@@ -139,7 +139,7 @@ def run_eval(opts: EvalOptions, echo: Callable[[str], None] = print,
     datasets = prepare_datasets(opts)
     reports: list[dict[str, Any]] = []
     sweep_pool: list[QuestionResult] = []
-    side_by_side = len(configs) > 1 or "" not in configs
+    side_by_side = "" not in configs  # named ablations: one table with a column each
     for ds in datasets:
         checker = CitationChecker(ds.corpus)
         columns: dict[str, dict[str, Any]] = {}

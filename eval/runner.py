@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import takewhile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -131,8 +132,7 @@ def score_question(result: QuestionResult, checker: CitationChecker,
     resp = result.response or {"answers": [], "passages": [], "no_answer": True}
     raw_answers = answers = resp.get("answers", [])
     if threshold is not None:  # as the service applies it: the first answer below it ends the list
-        kept = next((i for i, a in enumerate(answers) if a["score"] < threshold), len(answers))
-        answers = answers[:kept]
+        answers = list(takewhile(lambda a: a["score"] >= threshold, answers))
     abstained = not answers
     passages = resp.get("passages", [])[:TOP_K]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -191,17 +192,12 @@ class ReaderExtractor:
         self.threads = threads
         self.workers = workers
         self.sentences = SentenceExtractor(max_answers=max_answers, type_window=type_window)
-        self._abstention: AbstentionModel | None = None
-        self._abstention_loaded = False
         self._reader = None
 
-    @property
+    @cached_property
     def abstention(self) -> AbstentionModel | None:
         """The reader's abstention model (read once from its small JSON file), or None."""
-        if not self._abstention_loaded:
-            self._abstention = AbstentionModel.load(self.model_dir)
-            self._abstention_loaded = True
-        return self._abstention
+        return AbstentionModel.load(self.model_dir)
 
     @property
     def default_threshold(self) -> float:
@@ -251,8 +247,8 @@ class ReaderExtractor:
                                             (answer.start, answer.end, answer.text)),
                                   result, span, answer.score)
                 break
-            if self._abstention is not None:
-                score = self._abstention.probability(reading.rerank, reading.margin)
+            if self.abstention is not None:
+                score = self.abstention.probability(reading.rerank, reading.margin)
                 reading = replace(reading, answer=replace(reading.answer, score=score))
             out.append(reading)
         return out

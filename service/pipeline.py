@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -184,11 +185,8 @@ class QA:
             timings["extract"] = (time.perf_counter() - t) * 1000
         # Best first: an answer below the threshold ends the list, so the first one decides
         # whether the question is answered at all.
-        answers: list[Answer] = []
-        for a in extracted:
-            if a.score < self.abstain_threshold:
-                break
-            answers.append(self._answer(a))
+        threshold = self.abstain_threshold
+        answers = [self._answer(a) for a in takewhile(lambda a: a.score >= threshold, extracted)]
         timings["total"] = (time.perf_counter() - start) * 1000
         return AskResponse(
             question=request.question,
