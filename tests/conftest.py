@@ -13,6 +13,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
+SHIPPED_READER = REPO / "models" / "reader"
+
+
+def link_reader(target: Path) -> Path:
+    """A reader folder at ``target`` with the shipped reader's files linked, except its
+    abstention model, which each test writes (or leaves out) itself."""
+    target.mkdir()
+    for f in SHIPPED_READER.iterdir():
+        if f.is_file() and f.name != "abstention.json":
+            (target / f.name).symlink_to(f)
+    return target
 
 
 @pytest.fixture(scope="session")

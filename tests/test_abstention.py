@@ -16,8 +16,7 @@ from service.reader.abstention import (
     rerank_logit,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SHIPPED_READER = REPO / "models" / "reader"
+from tests.conftest import SHIPPED_READER, link_reader
 
 
 def test_fit_logistic_recovers_known_weights() -> None:
@@ -82,11 +81,7 @@ def test_the_shipped_reader_has_a_fitted_model() -> None:
 
 def _reader_copy(tmp_path: Path, model: AbstentionModel | None) -> Path:
     """The shipped reader's files, linked, with ``model`` as its abstention model."""
-    target = tmp_path / "reader"
-    target.mkdir()
-    for f in SHIPPED_READER.iterdir():
-        if f.is_file() and f.name != FILE_NAME:
-            (target / f.name).symlink_to(f)
+    target = link_reader(tmp_path / "reader")
     if model is not None:
         model.save(target)
     return target

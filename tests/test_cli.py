@@ -82,14 +82,9 @@ def test_index_built_with_another_model_fails_clearly(env, docs_copy) -> None:
 
 
 def test_a_broken_reader_abstention_file_is_a_message(env, docs_copy, monkeypatch) -> None:
-    from pathlib import Path
+    from tests.conftest import link_reader
 
-    shipped = Path(__file__).resolve().parents[1] / "models" / "reader"
-    reader = env / "reader"
-    reader.mkdir()
-    for f in shipped.iterdir():
-        if f.is_file() and f.name != "abstention.json":
-            (reader / f.name).symlink_to(f)
+    reader = link_reader(env / "reader")
     (reader / "abstention.json").write_text('{"rerank": "x"}', encoding="utf-8")
     monkeypatch.setenv("CITEQA_EXTRACTOR", "reader")
     monkeypatch.setenv("CITEQA_READER_PATH", str(reader))
