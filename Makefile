@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml scripts/install.sh
 run: install  ## index the bundled articles (if needed) and serve http://127.0.0.1:8000
 	$(CITEQA) serve
 
-test: install  ## every test
+test: install  ## every test, and the import layering (pyproject.toml [tool.importlinter])
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 eval: install  ## our question set, in-process

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.dataset import DatasetError, EvalQuestion, load_questions, read_corpus
-from eval.report import build_report, dumps, markdown_table, render, render_comparison, sweep
-from eval.runner import (
+from citeqa.eval.dataset import DatasetError, EvalQuestion, load_questions, read_corpus
+from citeqa.eval.report import build_report, dumps, markdown_table, render, render_comparison, sweep
+from citeqa.eval.runner import (
     CitationChecker, HttpTarget, InProcessTarget, QuestionResult, Target, corpus_key,
     dump_results, run_questions, write_corpus,
 )
-from eval.squad import load_squad
+from citeqa.eval.squad import load_squad
+from citeqa.service.abstention import resolve_threshold
 
 DEFAULT_QUESTIONS = Path(__file__).resolve().parent / "questions.jsonl"
 DEFAULT_WORK_DIR = Path(".eval")
@@ -63,7 +64,7 @@ class EvalOptions:
 
 
 def prepare_datasets(opts: EvalOptions) -> list[Dataset]:
-    from service.settings import Settings
+    from citeqa.service.settings import Settings
 
     datasets: list[Dataset] = []
     if opts.squad is not None:
@@ -207,14 +208,13 @@ def run_eval(opts: EvalOptions, echo: Callable[[str], None] = print,
 
 
 def _in_process_qa(ds: Dataset, overrides: dict[str, Any], echo: Callable[[str], None]):
-    from service.pipeline import QA
-    from service.settings import Settings
+    from citeqa.service.pipeline import QA
+    from citeqa.service.settings import Settings
 
     settings = Settings(**{**overrides, "docs_dir": ds.docs_dir, "index_dir": ds.index_dir})
     # Every answer comes back (threshold -1) and the configured threshold is applied when
     # scoring: identical results, and the sweep can try other thresholds for free.
     qa = QA(settings.model_copy(update={"abstain_threshold": -1.0}))
-    threshold = (settings.abstain_threshold if settings.abstain_threshold is not None
-                 else qa.extractor.default_threshold)
+    threshold = resolve_threshold(settings.abstain_threshold, qa.calibrated_threshold)
     qa.start()
     return qa, threshold

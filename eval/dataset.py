@@ -12,9 +12,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from citeqa.index.errors import InvalidInput
 
-class DatasetError(ValueError):
-    pass
+
+class DatasetError(InvalidInput):
+    """A question set, SQuAD file or report that cannot be used; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def _parse(row: dict, corpus: dict[str, str], where: str) -> EvalQuestion:
 
 def read_corpus(directory: Path) -> dict[str, str]:
     """File name -> text for the harness's own checks (read independently of the index)."""
-    from index.documents import SUPPORTED_SUFFIXES
+    from citeqa.index.documents import SUPPORTED_SUFFIXES
 
     return {p.name: p.read_text(encoding="utf-8") for p in sorted(directory.iterdir())
             if p.is_file() and p.name.lower().endswith(SUPPORTED_SUFFIXES)

@@ -1,42 +1,16 @@
-"""Pure metric functions: answer normalisation, EM/F1, span overlap, ranking and latency stats.
+"""Pure metric functions: EM/F1, span overlap, ranking and latency stats.
 
-Answer scoring follows the official SQuAD evaluation script (lower-case, delete punctuation,
-drop articles, collapse whitespace), extended to Unicode punctuation so curly quotes in our
-articles do not cost points: every Unicode punctuation character is deleted like ASCII
-punctuation, except dashes (en, em, ...), which separate words ("interest—securing") and so
-become a space.
+Answers are compared after ``citeqa.service.normalize.normalize_answer`` (the official SQuAD
+normalisation, extended to Unicode punctuation), the same one the extractor deduplicates with.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import string
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-
-
-_ASCII_PUNCT = frozenset(string.punctuation)
-
-
-def _strip_punct(ch: str) -> str:
-    if ch in _ASCII_PUNCT:
-        return ""  # as the official script: "U.S." -> "us", "650-750" -> "650750"
-    category = unicodedata.category(ch)
-    if category == "Pd":
-        return " "
-    return "" if category.startswith("P") else ch
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lower case, no punctuation (ASCII and Unicode), no articles, single spaces."""
-    text = "".join(_strip_punct(ch) for ch in text.lower())
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
+from citeqa.service.normalize import normalize_answer
 
 def _tokens(text: str) -> list[str]:
     return normalize_answer(text).split()

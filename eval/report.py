@@ -7,8 +7,8 @@ import json
 import math
 from typing import Any
 
-from eval.metrics import mean, percentile
-from eval.runner import CitationChecker, QuestionResult, score_question
+from citeqa.eval.metrics import mean, percentile
+from citeqa.eval.runner import CitationChecker, QuestionResult, score_question
 
 METRIC_KEYS = (
     "recall@1", "recall@3", "recall@5", "recall@10", "mrr@10", "evidence_hit@1",

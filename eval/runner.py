@@ -8,13 +8,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import takewhile
 from pathlib import Path
 from typing import Any, Protocol
 
-from eval.dataset import EvalQuestion
-from eval.metrics import contains_gold, exact_match, f1_score, first_hit_rank, spans_overlap
-from index.units import paragraph_at, paragraph_spans, Paragraph
+from citeqa.eval.dataset import EvalQuestion
+from citeqa.eval.metrics import contains_gold, exact_match, f1_score, first_hit_rank, spans_overlap
+from citeqa.index.units import paragraph_at, paragraph_spans, Paragraph
+from citeqa.service.abstention import cut
 
 TOP_K = 10  # passages requested per question: enough for recall@10 and MRR@10
 
@@ -132,7 +132,7 @@ def score_question(result: QuestionResult, checker: CitationChecker,
     resp = result.response or {"answers": [], "passages": [], "no_answer": True}
     raw_answers = answers = resp.get("answers", [])
     if threshold is not None:  # as the service applies it: the first answer below it ends the list
-        answers = list(takewhile(lambda a: a["score"] >= threshold, answers))
+        answers = cut(answers, threshold, score=lambda a: a["score"])
     abstained = not answers
     passages = resp.get("passages", [])[:TOP_K]
 

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.dataset import DatasetError, EvalQuestion, Span
+from citeqa.eval.dataset import DatasetError, EvalQuestion, Span
 
 PARAGRAPH_SEPARATOR = "\n\n"
 

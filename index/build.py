@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from index.corpus import CorpusIndex, FileInfo, IndexConfig
-from index.documents import Document
-from index.embed import Embedder
-from index.units import split_document
+from citeqa.index.corpus import CorpusIndex, FileInfo, IndexConfig
+from citeqa.index.documents import Document
+from citeqa.index.embed import Embedder
+from citeqa.index.units import split_document
 
 Progress = Callable[[str, int, int], None]  # (file name, files done, files total)
 

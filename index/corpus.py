@@ -11,24 +11,13 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from index.lexical import Bm25Index
-from index.store import FaissStore
-from index.units import UNITS_VERSION, Paragraph
+from citeqa.index.errors import IndexMismatchError, IndexNotFoundError, IndexProblem
+from citeqa.index.lexical import Bm25Index
+from citeqa.index.store import Store, new_store, open_store
+from citeqa.index.units import UNITS_VERSION, Paragraph
 
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
-
-
-class IndexError_(RuntimeError):
-    """Base for index problems with a message meant for the user."""
-
-
-class IndexNotFoundError(IndexError_):
-    pass
-
-
-class IndexMismatchError(IndexError_):
-    """The index on disk was built with another model, format or unit settings."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +29,7 @@ class IndexConfig:
     window_chars: int = 900
     window_overlap: int = 1
     index_type: str = "flat"
+    store: str = "faiss"  # the Store class (citeqa.index.store.STORES) holding the vectors
     units_version: int = UNITS_VERSION
     format_version: int = FORMAT_VERSION
 
@@ -56,18 +46,19 @@ class CorpusIndex:
     config: IndexConfig
     files: dict[str, FileInfo] = field(default_factory=dict)
     paragraphs: dict[str, list[Paragraph]] = field(default_factory=dict)
-    passages: FaissStore = None  # type: ignore[assignment]
-    sentences: FaissStore = None  # type: ignore[assignment]
+    passages: Store = None  # type: ignore[assignment]
+    sentences: Store = None  # type: ignore[assignment]
     passage_lexical: Bm25Index = None  # type: ignore[assignment]
     sentence_lexical: Bm25Index = None  # type: ignore[assignment]
     _sentence_rows: dict[tuple[str, int], list[int]] | None = field(
         default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        c = self.config
         if self.passages is None:
-            self.passages = FaissStore(self.config.dim, self.config.index_type)
+            self.passages = new_store(c.store, c.dim, c.index_type)
         if self.sentences is None:
-            self.sentences = FaissStore(self.config.dim, self.config.index_type)
+            self.sentences = new_store(c.store, c.dim, c.index_type)
         if self.passage_lexical is None or self.sentence_lexical is None:
             self.rebuild_lexical()
 
@@ -173,7 +164,7 @@ class CorpusIndex:
         generation = index_dir / pointer.read_text(encoding="utf-8").strip()
         manifest_path = generation / "manifest.json"
         if not manifest_path.is_file():
-            raise IndexError_(f"{generation}: incomplete index generation (no manifest)")
+            raise IndexProblem(f"{generation}: incomplete index generation (no manifest)")
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         files = {name: FileInfo(**info) for name, info in manifest.pop("files").items()}
         manifest.pop("counts", None)
@@ -189,8 +180,9 @@ class CorpusIndex:
             for line in f:
                 p = Paragraph(*json.loads(line))
                 paragraphs.setdefault(p.file, []).append(p)
-        passages = FaissStore.load(generation / "passages", config.dim, config.index_type)
-        sentences = FaissStore.load(generation / "sentences", config.dim, config.index_type)
+        passages = open_store(config.store, generation / "passages", config.dim, config.index_type)
+        sentences = open_store(config.store, generation / "sentences", config.dim,
+                               config.index_type)
         try:
             p_lex = Bm25Index.load(generation / "lexical_passages", len(passages))
             s_lex = Bm25Index.load(generation / "lexical_sentences", len(sentences))

@@ -6,13 +6,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from citeqa.index.errors import DocumentError
+
 # Plain text and Markdown are indexed as they are: offsets index the file text itself.
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".text")
 MAX_FILE_BYTES = 20 * 1024 * 1024
-
-
-class DocumentError(ValueError):
-    """A file that cannot be indexed; the message names the file and the reason."""
 
 
 @dataclass(frozen=True, slots=True)

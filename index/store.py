@@ -1,9 +1,13 @@
-"""Vector stores: a small ``Store`` protocol and the FAISS implementation.
+"""Vector stores: the small ``Store`` protocol, the FAISS implementation, and the one factory
+that picks a store class by name (the ``store`` setting, recorded in the index manifest).
 
 A store owns an ordered unit table and one vector per unit: the unit at row ``i`` *is* vector id
-``i``. The FAISS index is derived from the vector array (rebuilt after a change, or loaded when
-it matches), so ids and the unit table cannot drift apart. A second backend (Milvus, pgvector)
-is one new class implementing ``Store``.
+``i``. ``CorpusIndex`` and retrieval use nothing but this protocol, so a second backend
+(Milvus, pgvector) is one new class plus one ``register_store`` call; the store test suite
+(tests/test_store.py) runs against every registered class.
+
+In ``FaissStore`` the FAISS index is derived from the vector array (rebuilt after a change, or
+loaded when it matches), so ids and the unit table cannot drift apart.
 """
 
 from __future__ import annotations
@@ -16,32 +20,57 @@ from typing import Protocol
 import faiss
 import numpy as np
 
-from index.units import Unit
+from citeqa.index.errors import InvalidInput
+from citeqa.index.units import Unit
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
 
 
 class Store(Protocol):
+    """Units and their vectors, searchable by inner product (vectors are normalised)."""
+
     dim: int
 
     @property
-    def units(self) -> Sequence[Unit]: ...
+    def units(self) -> Sequence[Unit]:
+        """The unit table: ``units[i]`` is the unit of vector id ``i``."""
+        ...
 
     def __len__(self) -> int: ...
 
-    def add(self, units: Sequence[Unit], vectors: np.ndarray) -> None: ...
+    def add(self, units: Sequence[Unit], vectors: np.ndarray) -> None:
+        """Append units with their vectors (ids continue from ``len(self)``)."""
+        ...
 
-    def remove_file(self, file: str) -> None: ...
+    def remove_file(self, file: str) -> None:
+        """Drop a file's units; later ids move down so ids stay dense (0..len-1)."""
+        ...
 
     def copy(self) -> Store:
         """An independent store with the same rows (copy-on-write updates start here)."""
         ...
 
-    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """(row id, inner product) of the k nearest units, best first."""
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each row of ``queries`` (n x dim): ids (n x k', int64) and inner products
+        (n x k', float32) of its k' = min(k, len) nearest units, best first. An id of -1
+        (score -inf) pads a row an approximate index could not fill."""
         ...
 
-    def save(self, directory: Path) -> None: ...
+    def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
+        """The stored vectors of ``ids`` (len(ids) x dim), in that order."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Write everything ``open_store`` needs to load this store from ``directory``."""
+        ...
+
+
+class StoreClass(Protocol):
+    """What the factory needs of a store class: make an empty one, or load a saved one."""
+
+    def __call__(self, dim: int, index_type: str = "flat") -> Store: ...
+
+    def load(self, directory: Path, dim: int, index_type: str = "flat") -> Store: ...
 
 
 class FaissStore:
@@ -60,9 +89,8 @@ class FaissStore:
     def units(self) -> Sequence[Unit]:
         return self._units
 
-    @property
-    def vectors(self) -> np.ndarray:
-        return self._vectors
+    def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
+        return self._vectors[np.asarray(ids, dtype=np.int64)]
 
     def __len__(self) -> int:
         return len(self._units)
@@ -108,14 +136,15 @@ class FaissStore:
             index.add(self._vectors)
         return index
 
-    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        if not self._units or k <= 0:
-            return []
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim))
+        k = min(k, len(self._units))
+        if k <= 0:
+            return np.zeros((len(q), 0), dtype=np.int64), np.zeros((len(q), 0), dtype=np.float32)
         if self._faiss is None:
             self._faiss = self._build()
-        q = np.asarray(query, dtype=np.float32).reshape(1, self.dim)
-        scores, ids = self._faiss.search(q, min(k, len(self._units)))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        scores, ids = self._faiss.search(q, k)
+        return ids.astype(np.int64), np.where(ids >= 0, scores, -np.inf).astype(np.float32)
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -145,3 +174,31 @@ class FaissStore:
         # A FAISS file that disagrees with the table is never trusted: rebuild from vectors.
         store._faiss = index if index.ntotal == len(store._units) and index.d == dim else None
         return store
+
+
+# -- the factory -------------------------------------------------------------------------------
+
+STORES: dict[str, StoreClass] = {"faiss": FaissStore}
+
+
+def register_store(name: str, cls: StoreClass) -> None:
+    """Make a store class available to the ``store`` setting under ``name``."""
+    STORES[name] = cls
+
+
+def _store_class(name: str) -> StoreClass:
+    try:
+        return STORES[name]
+    except KeyError:
+        raise InvalidInput(f"unknown store {name!r}: choose from {', '.join(sorted(STORES))}"
+                           ) from None
+
+
+def new_store(name: str, dim: int, index_type: str = "flat") -> Store:
+    """An empty store of the named class."""
+    return _store_class(name)(dim, index_type)
+
+
+def open_store(name: str, directory: Path, dim: int, index_type: str = "flat") -> Store:
+    """A store of the named class, loaded from what its ``save`` wrote to ``directory``."""
+    return _store_class(name).load(directory, dim, index_type)

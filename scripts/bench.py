@@ -27,11 +27,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from eval.dataset import load_questions, read_corpus  # noqa: E402
-from eval.metrics import percentile  # noqa: E402
-from eval.runner import wait_until_ready  # noqa: E402
+from citeqa.eval.dataset import load_questions, read_corpus  # noqa: E402
+from citeqa.eval.metrics import percentile  # noqa: E402
+from citeqa.eval.runner import wait_until_ready  # noqa: E402
 
 
 def _stats(ms: list[float]) -> str:
@@ -99,8 +98,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    from service.pipeline import QA
-    from service.settings import BUNDLED_RERANKER, Settings
+    from citeqa.service.pipeline import QA
+    from citeqa.service.settings import BUNDLED_RERANKER, Settings
 
     corpus_dir = REPO / "corpus"
     questions = [q.question for q in load_questions(REPO / "eval" / "questions.jsonl",

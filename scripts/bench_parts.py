@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import REPO, _stats  # scripts/ is on sys.path when this runs as a script
 
-from eval.dataset import load_questions, read_corpus  # noqa: E402
+from citeqa.eval.dataset import load_questions, read_corpus  # noqa: E402
 
 
 def timed(calls: list[Callable[[], object]]) -> list[float]:
@@ -35,10 +35,10 @@ def timed(calls: list[Callable[[], object]]) -> list[float]:
 
 
 def main() -> None:
-    from index.embed import SentenceTransformerEmbedder
-    from service.pipeline import QA
-    from service.rerank import OnnxCrossEncoder
-    from service.settings import Settings
+    from citeqa.index.embed import SentenceTransformerEmbedder
+    from citeqa.service.pipeline import QA
+    from citeqa.service.rerank import OnnxCrossEncoder
+    from citeqa.service.settings import Settings
 
     corpus_dir = REPO / "corpus"
     questions = [q.question for q in load_questions(REPO / "eval" / "questions.jsonl",

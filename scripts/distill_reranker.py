@@ -21,7 +21,7 @@ interrupted run resumes where it stopped):
 
 from __future__ import annotations
 
-from _env import REPO  # first: pins thread pools, puts the repo on sys.path
+from _env import REPO  # first: pins the thread pools
 
 import argparse
 import json
@@ -44,10 +44,10 @@ TEACHER_LAYERS = 12
 
 
 def label(args: argparse.Namespace, pairs_path: Path) -> None:
-    from eval.runner import write_corpus
-    from eval.squad import load_squad
-    from service.pipeline import QA
-    from service.rerank import OnnxCrossEncoder
+    from citeqa.eval.runner import write_corpus
+    from citeqa.eval.squad import load_squad
+    from citeqa.service.pipeline import QA
+    from citeqa.service.rerank import OnnxCrossEncoder
 
     # The first ``articles`` articles are indexed; 40 more supply off-topic questions.
     squad = load_squad(args.squad_dir / "train-v1.1.json", articles=args.articles + 40)
@@ -316,7 +316,7 @@ def train(args: argparse.Namespace, pairs_path: Path, student_dir: Path) -> None
 def export(args: argparse.Namespace, student_dir: Path) -> None:
     from transformers import BertForSequenceClassification
 
-    from index.onnx_export import export_onnx, quantize_int8
+    from citeqa.index.onnx_export import export_onnx, quantize_int8
 
     model = BertForSequenceClassification.from_pretrained(student_dir).eval()
     fp32 = args.work_dir / "student-fp32.onnx"
@@ -336,7 +336,7 @@ def export(args: argparse.Namespace, student_dir: Path) -> None:
 
 
 def main() -> None:
-    from service.rerank import packaged_reranker_dir
+    from citeqa.service.rerank import packaged_reranker_dir
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--squad-dir", type=Path, default=REPO.parent / "shared" / "benchmarks" / "squad")

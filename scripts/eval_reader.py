@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from eval.metrics import percentile  # noqa: E402
-from service.reader.onnx_reader import OnnxReader  # noqa: E402
-from service.reader.scoring import score_reader, squad_v2_report  # noqa: E402
-from service.reader.squad_data import QAExample, load_split, split_examples  # noqa: E402
+from citeqa.eval.metrics import percentile  # noqa: E402
+from citeqa.service.reader.onnx_reader import OnnxReader  # noqa: E402
+from training.scoring import score_reader, squad_v2_report  # noqa: E402
+from training.squad_data import QAExample, load_split, split_examples  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

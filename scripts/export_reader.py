@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from index import onnx_export  # noqa: E402
-from service.reader.windows import DOC_STRIDE, MAX_LENGTH, MAX_QUESTION_TOKENS  # noqa: E402
+from citeqa.index import onnx_export  # noqa: E402
+from citeqa.service.reader.windows import DOC_STRIDE, MAX_LENGTH, MAX_QUESTION_TOKENS  # noqa: E402
 
 OUTPUT_NAMES = ["start_logits", "end_logits"]
 
@@ -80,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForQuestionAnswering
 
-    from service.reader.onnx_reader import OnnxReader
-    from service.reader.scoring import score_reader, squad_v2_report
-    from service.reader.squad_data import load_split, split_examples
+    from citeqa.service.reader.onnx_reader import OnnxReader
+    from training.scoring import score_reader, squad_v2_report
+    from training.squad_data import load_split, split_examples
 
     torch.set_num_threads(args.threads)
     model = AutoModelForQuestionAnswering.from_pretrained(args.model)

@@ -18,7 +18,7 @@ Questions with no candidate answer abstain whatever the features say.
 
 ``--write DIR`` saves the "rerank + reader window" model, the one the service can use at no
 extra cost (both signals are computed anyway), as ``DIR/abstention.json``
-(``service.reader.abstention``):
+(``citeqa.service.abstention``):
 
     python scripts/reader_abstention.py --json docs/results/reader-abstention.json --write models/reader
 """
@@ -38,14 +38,13 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from eval.app import EvalOptions, prepare_datasets  # noqa: E402
-from service.pipeline import QA  # noqa: E402
-from service.reader.abstention import (  # noqa: E402
-    AbstentionModel, fit_logistic, reader_fingerprint, reader_margin, rerank_logit,
-)
-from service.settings import Settings  # noqa: E402
+
+from citeqa import QA, Settings  # noqa: E402
+from citeqa.eval.app import EvalOptions, prepare_datasets  # noqa: E402
+from citeqa.service.abstention import AbstentionModel, file_sha256, reader_margin  # noqa: E402
+from citeqa.service.reader.onnx_reader import OnnxReader  # noqa: E402
+from training.abstention_fit import fit_logistic, save_model  # noqa: E402
 
 FEATURES = ("rerank", "reader_window", "reader_paragraph")
 FEATURE_SETS = {
@@ -74,22 +73,24 @@ def collect(squad: Path | None, titles: list[str] | None, work_dir: Path,
     qa = QA(Settings(**{**overrides, "docs_dir": ds.docs_dir, "index_dir": ds.index_dir,
                         "extractor": "reader"}))
     qa.start()
-    index, extractor = qa.index, qa.extractor
+    # The same reader the extractor uses, for the whole-paragraph feature it does not compute.
+    reader = OnnxReader(qa.settings.reader_path, threads=qa.settings.threads)
     rows = []
     for q in ds.questions:
-        ranking = qa.reranker.run(q.question, qa.retriever.run(q.question, index), index)
-        readings = extractor.read(q.question, ranking, index)
-        if not readings:
+        candidates = qa.candidates(q.question)
+        if not candidates:
             rows.append(Row(q.answerable, None))
             continue
-        top = readings[0]
-        para = index.paragraph(top.answer.file, top.answer.paragraph)
-        whole = extractor.reader.read(q.question, [para.text], top_n=1)[0]
+        top = candidates[0]
+        para = qa.paragraph(top.file, top.paragraph)
+        whole = reader.read(q.question, [para.text], top_n=1)[0]
         rows.append(Row(q.answerable, {
-            "rerank": rerank_logit(top.rerank),
-            "reader_window": top.margin,
+            "rerank": top.logit,
+            "reader_window": top.reader_margin,
             "reader_paragraph": reader_margin(whole.best_span_score, whole.null_score),
         }))
+    qa.close()
+    reader.close()
     return rows
 
 
@@ -189,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"({len(own)}); threshold at <= {args.max_false_abstain:.0%} false abstention there",
             metrics={"tune_auc": round(r["tune_auc"], 4),
                      "test4": {k: round(v, 4) for k, v in r["test4"].items()}},
-            reader_sha256=reader_fingerprint((args.reader_path or Settings().reader_path)
-                                             / "model.onnx"))
-        print(f"wrote {model.save(args.write)}")
+            reader_sha256=file_sha256((args.reader_path or Settings().reader_path)
+                                      / "model.onnx"))
+        print(f"wrote {save_model(model, args.write)}")
     return 0
 
 

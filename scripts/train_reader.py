@@ -15,7 +15,7 @@ paragraph, SQuAD v2 F1 at its best threshold) and appended to ``<output-dir>/cur
 
 from __future__ import annotations
 
-from _env import REPO  # first: pins thread pools, puts the repo on sys.path
+from _env import REPO  # first: pins the thread pools
 
 import argparse
 import json
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.reader.base import SpanReader
-from service.reader.scoring import evaluate_reader
-from service.reader.squad_data import (
+from citeqa.service.reader.base import SpanReader
+from training.scoring import evaluate_reader
+from training.squad_data import (
     QAExample,
     dev_file_train_examples,
     iter_examples,
@@ -45,7 +45,7 @@ from service.reader.squad_data import (
     split_examples,
     synthetic_negative,
 )
-from service.reader.windows import Windower, char_span_to_tokens, load_tokenizer
+from citeqa.service.reader.windows import Windower, char_span_to_tokens, load_tokenizer
 
 log = logging.getLogger("train_reader")
 

@@ -12,12 +12,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
-from eval.metrics import normalize_answer
-from index.corpus import CorpusIndex
-from service.answer_type import AnswerType, expected_type, satisfies
-from service.reader.abstention import AbstentionModel, reader_margin
-from service.reader.decode import ReaderResult, Span
-from service.rerank import Ranked, Ranking
+from citeqa.index.corpus import CorpusIndex
+from citeqa.service.abstention import SENTENCE_THRESHOLD, AbstentionModel, reader_margin
+from citeqa.service.answer_type import AnswerType, expected_type, satisfies
+from citeqa.service.normalize import normalize_answer
+from citeqa.service.rerank import Ranked, Ranking
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +26,12 @@ class Extracted:
     start: int
     end: int
     text: str
-    score: float  # 0..1
+    score: float  # 0..1: what abstention thresholds
     context: tuple[int, int, str] | None = None  # the containing sentence, for span answers
+    # The evidence behind ``score``: the answer sentence's raw cross-encoder logit (None
+    # without a reranker) and, for the reader, its span-minus-null margin on the window.
+    logit: float | None = None
+    reader_margin: float | None = None
 
 
 class Extractor(Protocol):
@@ -38,6 +41,10 @@ class Extractor(Protocol):
         ...
 
     def warm_up(self) -> None: ...
+
+    def close(self) -> None:
+        """Release worker threads (the extractor may not be used afterwards)."""
+        ...
 
     def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
         """Candidate answers, best first, deduplicated; abstention is decided by the caller."""
@@ -82,12 +89,6 @@ def is_duplicate(candidate: Extracted, chosen: list[Extracted]) -> bool:
     return False
 
 
-# The sentence extractor's abstention threshold on its 0..1 cross-encoder score: the sweep's
-# recommendation on the SQuAD tuning articles + our set (docs/evaluation.md, "Abstention
-# threshold"); CITEQA_ABSTAIN_THRESHOLD overrides it.
-SENTENCE_THRESHOLD = 0.21
-
-
 class SentenceExtractor:
     """The best sentences are the answers; a neighbouring sentence of the same paragraph that
     also scores well joins its span, so an answer can be two contiguous sentences."""
@@ -106,6 +107,9 @@ class SentenceExtractor:
         return SENTENCE_THRESHOLD
 
     def warm_up(self) -> None:
+        return None
+
+    def close(self) -> None:
         return None
 
     def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
@@ -130,7 +134,7 @@ class SentenceExtractor:
                     used.add(n.id)
                     first = n if n.id < first.id else first
                     last = n if n.id > last.id else last
-            answer = self._span(first, last, r.score, index)
+            answer = self._span(first, last, r.score, r.logit, index)
             if not satisfies(kind, answer.text, question):
                 continue
             if not is_duplicate(answer, answers):
@@ -144,29 +148,13 @@ class SentenceExtractor:
         return expected_type(question) if self.type_window else None
 
     @staticmethod
-    def _span(first: Ranked, last: Ranked, score: float, index: CorpusIndex) -> Extracted:
+    def _span(first: Ranked, last: Ranked, score: float, logit: float | None,
+              index: CorpusIndex) -> Extracted:
         unit = first.unit
         start, text = index.span_with_context(unit.file, unit.paragraph, unit.start, last.unit.end)
         start, text = trim_lead_in(start, text)
-        return Extracted(unit.file, unit.paragraph, start, last.unit.end, text, score)
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One answer of the reader extractor: the sentence's phrase (or the sentence itself when
-    the reader found none there), the reader's result on the window, the chosen span, and the
-    cross-encoder score of the sentence (``answer.score`` is the abstention model's, if any)."""
-
-    answer: Extracted
-    result: ReaderResult
-    span: Span | None
-    rerank: float
-
-    @property
-    def margin(self) -> float:
-        """The chosen span's (else the best span's) score minus the window's null score."""
-        span_score = self.span.score if self.span else self.result.best_span_score
-        return reader_margin(span_score, self.result.null_score)
+        return Extracted(unit.file, unit.paragraph, start, last.unit.end, text, score,
+                         logit=logit)
 
 
 class ReaderExtractor:
@@ -180,7 +168,7 @@ class ReaderExtractor:
     type becomes the answer. When it finds none there, the sentence is the answer.
 
     Whether to answer at all: with an ``abstention.json`` next to the reader
-    (``service.reader.abstention``), each answer's score is the probability a logistic model
+    (``citeqa.service.abstention``), each answer's score is the probability a logistic model
     gives from the sentence's cross-encoder logit and the reader's span-minus-null margin, and
     ``default_threshold`` is the one fitted with it; without one, the cross-encoder's score and
     the sentence extractor's threshold.
@@ -207,23 +195,19 @@ class ReaderExtractor:
     def warm_up(self) -> None:
         if self._reader is not None:
             return
-        from service.reader.onnx_reader import OnnxReader
+        from citeqa.service.reader.onnx_reader import OnnxReader
 
-        if not (self.model_dir / "reader_config.json").is_file():
-            raise FileNotFoundError(f"no reader model in {self.model_dir} (reader_config.json "
-                                    "missing): train and export one, or use extractor=sentence")
         reader = OnnxReader(self.model_dir, threads=self.threads, workers=self.workers)
         reader.warm_up()
         _ = self.abstention  # a broken abstention.json fails the start, not a question
         self._reader = reader
 
-    def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
-        return [r.answer for r in self.read(question, ranking, index)]
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
 
-    def read(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Reading]:
-        """``run``'s answers, each with what the reader made of it (its null score too)."""
+    def run(self, question: str, ranking: Ranking, index: CorpusIndex) -> list[Extracted]:
         self.warm_up()
-        reader = self._reader
         answers = self.sentences.run(question, ranking, index)
         if not answers:
             return []
@@ -231,10 +215,11 @@ class ReaderExtractor:
         # Each answer with the sentence before it: the view the cross-encoder had.
         windows = [index.span_with_context(a.file, a.paragraph, a.start, a.end, before=1)
                    for a in answers]
-        results = reader.read(question, [text for _, text in windows], top_n=5)
-        out: list[Reading] = []
+        results = self._reader.read(question, [text for _, text in windows], top_n=5)  # type: ignore[union-attr]
+        out: list[Extracted] = []
         for answer, (w_start, w_text), result in zip(answers, windows, results):
-            reading = Reading(answer, result, None, answer.score)
+            chosen = answer
+            span_score = result.best_span_score  # no span of its own: the best span's margin
             for span in result.spans:
                 start, end = w_start + span.start, w_start + span.end
                 if start < answer.start or end > answer.end:
@@ -242,19 +227,14 @@ class ReaderExtractor:
                 # The words after the span too: "two" in "two U.S. bases" counts bases.
                 if not satisfies(kind, w_text[span.start:span.end + 40], question):
                     continue
-                reading = Reading(Extracted(answer.file, answer.paragraph, start, end,
-                                            w_text[span.start:span.end], answer.score,
-                                            (answer.start, answer.end, answer.text)),
-                                  result, span, answer.score)
+                chosen = replace(answer, start=start, end=end,
+                                 text=w_text[span.start:span.end],
+                                 context=(answer.start, answer.end, answer.text))
+                span_score = span.score
                 break
-            if self.abstention is not None:
-                score = self.abstention.probability(reading.rerank, reading.margin)
-                reading = replace(reading, answer=replace(reading.answer, score=score))
-            out.append(reading)
+            margin = reader_margin(span_score, result.null_score)
+            chosen = replace(chosen, reader_margin=margin)
+            if self.abstention is not None and chosen.logit is not None:
+                chosen = replace(chosen, score=self.abstention.probability(chosen.logit, margin))
+            out.append(chosen)
         return out
-
-    @property
-    def reader(self):
-        """The loaded ``OnnxReader`` (for scripts that read other contexts with it)."""
-        self.warm_up()
-        return self._reader

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_QUESTION_CHARS = 1000
@@ -99,6 +102,15 @@ class UploadResult(BaseModel):
     documents: list[DocumentInfo]
 
 
+class IndexStats(BaseModel):
+    """Size of the loaded index."""
+
+    documents: int
+    passages: int
+    sentences: int
+    index_dir: str
+
+
 class Health(BaseModel):
     status: str
 
@@ -109,3 +121,13 @@ class Ready(BaseModel):
     passages: int = 0
     sentences: int = 0
     detail: str | None = None
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """One line for the user from pydantic's (or FastAPI's) ``exc.errors()``:
+    ``field: problem; ...``."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return "; ".join(parts)

@@ -1,6 +1,6 @@
 """``QA``: the public Python API. Wires the stages from settings and owns the live index.
 
-    from service import QA
+    from citeqa import QA
     qa = QA.from_directory("articles/", index_dir="/tmp/citeqa-index")
     response = qa.ask("why was the counter-ISIS campaign paused?")
     for answer in response.answers:
@@ -16,47 +16,46 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from itertools import takewhile
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from pydantic import ValidationError
 
-from index.build import Progress, UpdateReport, apply_changes, sync_sources
-from index.corpus import (
-    CorpusIndex, IndexConfig, IndexError_, IndexMismatchError, IndexNotFoundError,
+from citeqa.index.build import Progress, UpdateReport, apply_changes, sync_sources
+from citeqa.index.corpus import CorpusIndex, IndexConfig
+from citeqa.index.documents import (
+    Document, decode_document, read_document, scan_directory, validate_name,
 )
-from index.documents import (
-    Document, DocumentError, decode_document, read_document, scan_directory, validate_name,
+from citeqa.index.embed import Embedder, SentenceTransformerEmbedder
+from citeqa.index.errors import (
+    Conflict, DocumentError, IndexNotFoundError, InvalidInput, NotFound, NotReady,
 )
-from index.embed import Embedder, SentenceTransformerEmbedder
-from service.errors import Conflict, InvalidInput, NotFound, NotReady
-from service.extract import Extracted, Extractor, ReaderExtractor, SentenceExtractor
-from service.models import (
-    Answer, AskRequest, AskResponse, Citation, Context, DocumentInfo, ParagraphOut, Passage,
-    SearchRequest, SearchResponse,
+from citeqa.service.abstention import cut, resolve_threshold
+from citeqa.service.extract import Extracted, Extractor, ReaderExtractor, SentenceExtractor
+from citeqa.service.models import (
+    Answer, AskRequest, AskResponse, Citation, Context, DocumentInfo, IndexStats, ParagraphOut,
+    Passage, SearchRequest, SearchResponse, validation_message,
 )
-from service.rerank import CrossEncoder, Ranking, Reranker, make_cross_encoder
-from service.retrieve import HybridRetriever
-from service.settings import Settings
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
-    return "; ".join(parts)
+from citeqa.service.rerank import CrossEncoder, Ranking, Reranker, make_cross_encoder
+from citeqa.service.retrieve import HybridRetriever
+from citeqa.service.settings import Settings
 
 
 class QA:
     def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None,
                  cross_encoder: CrossEncoder | None = None, **overrides: Any) -> None:
         """``embedder`` / ``cross_encoder``: already loaded models to share between several
-        QA instances (otherwise they are built from the settings)."""
+        QA instances (otherwise they are built from the settings). Models passed in stay the
+        caller's: :meth:`close` releases only what this instance built."""
         base = settings or Settings()
-        self.settings = base.model_copy(update=overrides) if overrides else base
+        try:
+            self.settings = (Settings.model_validate({**base.model_dump(), **overrides})
+                             if overrides else base)
+        except ValidationError as exc:
+            raise InvalidInput(validation_message(exc.errors())) from None
         s = self.settings
+        self._owns_cross_encoder = cross_encoder is None
         self.embedder = embedder or SentenceTransformerEmbedder(
             s.embedding_model, threads=s.threads, backend=s.embedding_backend,
             cache_dir=s.cache_dir)
@@ -95,8 +94,12 @@ class QA:
                        *, rebuild: bool = False, progress: Progress | None = None,
                        **overrides: Any) -> QA:
         """Index (or incrementally update the index of) ``docs`` and return a ready QA."""
-        settings = Settings(docs_dir=Path(docs), **({"index_dir": Path(index_dir)} if index_dir else {}),
-                            **overrides)
+        try:
+            settings = Settings(docs_dir=Path(docs),
+                                **({"index_dir": Path(index_dir)} if index_dir else {}),
+                                **overrides)
+        except ValidationError as exc:
+            raise InvalidInput(validation_message(exc.errors())) from None
         qa = cls(settings)
         qa.start(rebuild=rebuild, progress=progress)
         return qa
@@ -106,7 +109,7 @@ class QA:
         s = self.settings
         return IndexConfig(embedding_model=s.embedding_model, dim=self.embedder.dim,
                            window_chars=s.window_chars, window_overlap=s.window_overlap,
-                           index_type=s.index_type)
+                           index_type=s.index_type, store=s.store)
 
     def warm_up(self) -> None:
         """Load every model once, so the first question does not pay for it."""
@@ -142,10 +145,40 @@ class QA:
         return report
 
     @property
+    def cross_encoder(self) -> CrossEncoder | None:
+        """The loaded cross-encoder (None with ``reranker=off``), to share with another QA."""
+        return self.reranker.encoder
+
+    def close(self) -> None:
+        """Release the worker threads of the models this instance built (shared models passed
+        in are left to their owner). Questions still work afterwards, one thread each."""
+        if self._owns_cross_encoder:
+            self.reranker.close()
+        self.extractor.close()
+
+    def __enter__(self) -> QA:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def calibrated_threshold(self) -> float:
+        """The extractor's calibrated abstention threshold (``citeqa.service.abstention``)."""
+        return self.extractor.default_threshold
+
+    @property
     def abstain_threshold(self) -> float:
-        """The setting, or the extractor's calibrated default when it is not set."""
-        s = self.settings.abstain_threshold
-        return self.extractor.default_threshold if s is None else s
+        """The threshold in force: the setting, or the calibrated one when it is not set."""
+        return resolve_threshold(self.settings.abstain_threshold, self.calibrated_threshold)
+
+    def stats(self) -> IndexStats:
+        """Size of the loaded index (what /ready and ``citeqa index`` report)."""
+        index = self.index
+        return IndexStats(documents=len(index.files), passages=len(index.passages),
+                          sentences=len(index.sentences),
+                          index_dir=str(self.settings.resolved_index_dir))
 
     @property
     def index(self) -> CorpusIndex:
@@ -169,12 +202,25 @@ class QA:
         timings["rerank"] = (t2 - t1) * 1000
         return ranking
 
+    def candidates(self, question: str) -> list[Extracted]:
+        """Every candidate answer, best first, with the evidence behind its score (the
+        sentence's cross-encoder logit, the reader's margin), before the abstention cut: what
+        calibration scripts fit ``abstention.json`` on."""
+        try:
+            request = AskRequest(question=question)
+        except ValidationError as exc:
+            raise InvalidInput(validation_message(exc.errors())) from None
+        index = self.index
+        with self._infer_lock:
+            return self.extractor.run(request.question, self._rank(request.question, index, {}),
+                                      index)
+
     def ask(self, question: str, top_k: int = 5) -> AskResponse:
         """Answers with citations, or ``no_answer=True`` when the articles do not say."""
         try:
             request = AskRequest(question=question, top_k=top_k)
         except ValidationError as exc:
-            raise InvalidInput(_validation_message(exc)) from None
+            raise InvalidInput(validation_message(exc.errors())) from None
         index = self.index
         start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -185,8 +231,7 @@ class QA:
             timings["extract"] = (time.perf_counter() - t) * 1000
         # Best first: an answer below the threshold ends the list, so the first one decides
         # whether the question is answered at all.
-        threshold = self.abstain_threshold
-        answers = [self._answer(a) for a in takewhile(lambda a: a.score >= threshold, extracted)]
+        answers = [self._answer(a) for a in cut(extracted, self.abstain_threshold)]
         timings["total"] = (time.perf_counter() - start) * 1000
         return AskResponse(
             question=request.question,
@@ -201,7 +246,7 @@ class QA:
         try:
             request = SearchRequest(question=question, top_k=top_k)
         except ValidationError as exc:
-            raise InvalidInput(_validation_message(exc)) from None
+            raise InvalidInput(validation_message(exc.errors())) from None
         index = self.index
         start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -309,4 +354,4 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["QA", "IndexError_", "IndexMismatchError"]
+__all__ = ["QA"]

@@ -17,11 +17,13 @@ from typing import Protocol
 
 import numpy as np
 
-from index.units import Unit
-from index.corpus import CorpusIndex
-from service.retrieve import Retrieved, Scored
-from service.settings import BUNDLED_RERANKER
-from service.workers import make_pool, run_shared
+from citeqa.index.corpus import CorpusIndex
+from citeqa.index.errors import ModelNotFound
+from citeqa.index.onnx_runtime import open_session
+from citeqa.index.units import Unit
+from citeqa.service.retrieve import Retrieved, Scored
+from citeqa.service.settings import BUNDLED_RERANKER
+from citeqa.service.workers import close_pool, make_pool, run_shared
 
 
 def packaged_reranker_dir() -> Path:
@@ -38,6 +40,10 @@ class CrossEncoder(Protocol):
 
     def score(self, question: str, texts: list[str]) -> np.ndarray:
         """One relevance logit per text (higher is more relevant)."""
+        ...
+
+    def close(self) -> None:
+        """Release worker threads; scoring afterwards runs in the calling thread."""
         ...
 
 
@@ -65,18 +71,12 @@ class OnnxCrossEncoder:
     def warm_up(self) -> None:
         if self._session is not None:
             return
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         model = self.model_dir / "model.onnx"
         if not model.is_file():
-            raise FileNotFoundError(f"reranker model not found: {model}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"]
-        )
+            raise ModelNotFound(f"reranker model not found: {model}")
+        self._session = open_session(model, self.threads)
         inputs = {i.name for i in self._session.get_inputs()}
         self._token_types = "token_type_ids" in inputs
         tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
@@ -90,6 +90,10 @@ class OnnxCrossEncoder:
         self._tokenizer = tokenizer
         self._pool = make_pool(self.workers, "citeqa-rerank")
         self.score("warm up", ["warm up"])  # first run allocates; keep it off the query path
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        close_pool(pool)
 
     def score(self, question: str, texts: list[str]) -> np.ndarray:
         self.warm_up()
@@ -141,6 +145,9 @@ class SentenceTransformersCrossEncoder:
         torch.set_num_threads(self.threads)
         self._model = _CE(self.model_name_or_path, device="cpu")
 
+    def close(self) -> None:
+        return None
+
     @property
     def model_name_or_path(self) -> str:
         return self.name
@@ -163,7 +170,7 @@ def make_cross_encoder(spec: str, *, path: Path | None = None, threads: int = 1,
     if spec == "distilled":
         model_dir = Path(path) if path else BUNDLED_RERANKER
         if not (model_dir / "model.onnx").is_file():
-            raise FileNotFoundError(f"no distilled reranker in {model_dir}: run "
+            raise ModelNotFound(f"no distilled reranker in {model_dir}: run "
                                     "`make distill-reranker`, or use reranker=onnx")
         return OnnxCrossEncoder(model_dir, threads=threads, workers=workers)
     if spec == "onnx":
@@ -181,6 +188,7 @@ class Ranked:
     unit: Unit
     score: float  # 0..1: sigmoid of the cross-encoder logit, or the dense similarity without one
     reranked: bool
+    logit: float | None = None  # the cross-encoder's raw logit (None when not reranked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,10 +234,11 @@ class Reranker:
             sentences.sort(key=lambda r: -r.score)
             passages = [Ranked(p.id, p.unit, p.score, False) for p in retrieved.passages]
             return Ranking(sentences, passages)
-        probs = sigmoid(self.encoder.score(question, [self._with_context(c, index)
-                                                      for c in candidates]))
+        logits = self.encoder.score(question, [self._with_context(c, index) for c in candidates])
+        probs = sigmoid(logits)
         sentences = sorted(
-            (Ranked(c.id, c.unit, float(p), True) for c, p in zip(candidates, probs)),
+            (Ranked(c.id, c.unit, float(p), True, float(z))
+             for c, p, z in zip(candidates, probs, logits)),
             key=lambda r: -r.score,
         )
         best: dict[int, float] = {}

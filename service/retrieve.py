@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from index.corpus import CorpusIndex
-from index.embed import Embedder
-from index.units import Unit
+from citeqa.index.corpus import CorpusIndex
+from citeqa.index.embed import Embedder
+from citeqa.index.lexical import Bm25Index
+from citeqa.index.store import Store
+from citeqa.index.units import Unit
 
 MODES = ("hybrid", "lexical", "dense")
 
@@ -71,15 +73,15 @@ class HybridRetriever:
             return None
         return self.embedder.encode_query(question)  # type: ignore[union-attr]
 
-    def _fuse(self, question: str, vector: np.ndarray | None, store, lexical
+    def _fuse(self, question: str, vector: np.ndarray | None, store: Store, lexical: Bm25Index
               ) -> tuple[dict[int, float], dict[int, float]]:
         rankings: list[list[int]] = []
         weights: list[float] = []
         dense: dict[int, float] = {}
         if vector is not None:
-            hits = store.search(vector, self.candidates)
-            dense = {i: s for i, s in hits}
-            rankings.append([i for i, _ in hits])
+            ids, scores = store.search(vector[None, :], self.candidates)
+            dense = {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0}
+            rankings.append(list(dense))
             weights.append(self.dense_weight)
         if self.mode != "dense":
             rankings.append([int(i) for i in _top(lexical.scores(question), self.candidates)])
@@ -111,7 +113,7 @@ class HybridRetriever:
             # Dense similarity of every candidate, for the answer score when no reranker runs.
             missing = [i for i in s_fused if i not in s_dense]
             if missing:
-                sims = index.sentences.vectors[missing] @ vector
+                sims = index.sentences.vectors_for(missing) @ vector
                 s_dense.update(zip(missing, map(float, sims)))
         sentences = sorted(
             (

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_CORPUS = REPO_ROOT / "corpus"
-BUNDLED_READER = REPO_ROOT / "models" / "reader"
-BUNDLED_RERANKER = REPO_ROOT / "models" / "reranker"  # the distilled 6-layer cross-encoder
+
+
+def bundled(*parts: str) -> Path:
+    """A file or folder shipped as package data of ``citeqa`` (the same in a source checkout,
+    an editable and a wheel install): found with importlib.resources, never by repo layout."""
+    return Path(str(files("citeqa").joinpath(*parts)))
+
+
+BUNDLED_CORPUS = bundled("corpus")
+BUNDLED_READER = bundled("models", "reader")
+BUNDLED_RERANKER = bundled("models", "reranker")  # the distilled 6-layer cross-encoder
 
 
 def default_data_dir() -> Path:
@@ -35,6 +43,7 @@ class Settings(BaseSettings):
     window_chars: int = Field(900, ge=200, le=4000)
     window_overlap: int = Field(1, ge=0, le=5)
     index_type: Literal["flat", "hnsw", "ivf"] = "flat"
+    store: str = Field("faiss", description="vector store class (citeqa.index.store.STORES)")
 
     # Retrieval (the question embedding's runtime does not change the index: documents are
     # always embedded by sentence-transformers)

@@ -20,6 +20,12 @@ def make_pool(workers: int, name: str) -> ThreadPoolExecutor | None:
     return ThreadPoolExecutor(workers, thread_name_prefix=name) if workers > 1 else None
 
 
+def close_pool(pool: ThreadPoolExecutor | None) -> None:
+    """Wait for the pool's runs and end its threads (a closed model then runs in the caller)."""
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
 def share_out(jobs: Sequence[T], cost: Callable[[T], int], workers: int) -> list[list[T]]:
     """Jobs dealt to ``workers`` shares of nearly equal total cost: longest first, each to the
     share with the least so far. Empty shares are dropped."""

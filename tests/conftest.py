@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,6 +16,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
 SHIPPED_READER = REPO / "models" / "reader"
+# The training code and scripts are not part of the package: tests import them from scripts/,
+# as the scripts themselves do when run.
+sys.path.insert(0, str(REPO / "scripts"))
 
 
 def link_reader(target: Path) -> Path:
@@ -26,20 +31,56 @@ def link_reader(target: Path) -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
-def embedder():
-    from index.embed import SentenceTransformerEmbedder
+class MemoEmbedder:
+    """The session's embedder, remembering every document text's vector: the bundled articles
+    are embedded once per test session, not once per test that indexes them. Vectors are the
+    model's own (computed the first time a text is seen); everything else is delegated."""
 
-    e = SentenceTransformerEmbedder(threads=1)
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self._memo: dict[str, np.ndarray] = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if missing:
+            self._memo.update(zip(missing, self.inner.encode(missing)))
+        if not texts:
+            return self.inner.encode([])
+        return np.stack([self._memo[t] for t in texts])
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One cache folder for the question embedder's ONNX export, shared by the session's
+    embedder and linked into the data folder of tests that start citeqa themselves (CLI,
+    server): they take the export from it, as a second start on a user's machine does."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+def link_model_cache(data_dir: Path, model_cache: Path) -> Path:
+    """``data_dir`` whose ``cache/`` is the session's model cache."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "cache").symlink_to(model_cache, target_is_directory=True)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def embedder(model_cache):
+    from citeqa.index.embed import SentenceTransformerEmbedder
+
+    e = SentenceTransformerEmbedder(threads=1, cache_dir=model_cache)
     e.warm_up()
-    return e
+    return MemoEmbedder(e)
 
 
 @pytest.fixture(scope="session")
 def cross_encoder():
     """The default reranker's model, so tests exercise what the service ships."""
-    from service.rerank import make_cross_encoder
-    from service.settings import Settings
+    from citeqa.service.rerank import make_cross_encoder
+    from citeqa.service.settings import Settings
 
     defaults = Settings()
     ce = make_cross_encoder(defaults.reranker, path=defaults.reranker_path, threads=1,
@@ -51,8 +92,8 @@ def cross_encoder():
 @pytest.fixture
 def make_qa(tmp_path, embedder, cross_encoder):
     """Build and start a QA over ``docs`` with its own index and data folders."""
-    from service.pipeline import QA
-    from service.settings import Settings
+    from citeqa.service.pipeline import QA
+    from citeqa.service.settings import Settings
 
     def factory(docs: Path = CORPUS, start: bool = True, **overrides):
         settings = Settings(docs_dir=docs, data_dir=tmp_path / "data",
@@ -68,8 +109,8 @@ def make_qa(tmp_path, embedder, cross_encoder):
 @pytest.fixture(scope="session")
 def bundled_qa(tmp_path_factory, embedder, cross_encoder):
     """One QA over the bundled corpus for read-only tests."""
-    from service.pipeline import QA
-    from service.settings import Settings
+    from citeqa.service.pipeline import QA
+    from citeqa.service.settings import Settings
 
     base = tmp_path_factory.mktemp("bundled")
     qa = QA(Settings(docs_dir=CORPUS, data_dir=base / "data", index_dir=base / "index"),
@@ -83,4 +124,15 @@ def docs_copy(tmp_path) -> Path:
     """A writable copy of the bundled corpus."""
     target = tmp_path / "docs"
     shutil.copytree(CORPUS, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def bundled_index(bundled_qa) -> Path:
+    """The index folder of the bundled corpus, built once: copy it where a test writes."""
+    return bundled_qa.settings.resolved_index_dir
+
+
+def copy_index(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, symlinks=True)
     return target

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.extract import SENTENCE_THRESHOLD, Extracted
-from service.reader.abstention import (
-    FILE_NAME, MARGIN_FLOOR, AbstentionModel, fit_logistic, reader_fingerprint, reader_margin,
-    rerank_logit,
+from citeqa.service.abstention import (
+    FILE_NAME, MARGIN_FLOOR, SENTENCE_THRESHOLD, AbstentionModel, cut, file_sha256,
+    reader_margin, resolve_threshold,
 )
+from citeqa.service.extract import Extracted
+from training.abstention_fit import fit_logistic, save_model
 
+from citeqa.index.errors import ModelNotFound
 from tests.conftest import SHIPPED_READER, link_reader
 
 
@@ -35,35 +37,49 @@ def test_fit_logistic_stays_finite_when_classes_separate() -> None:
 
 
 def test_features_and_probability() -> None:
-    assert rerank_logit(0.5) == pytest.approx(0.0)
-    assert rerank_logit(1 / (1 + math.exp(-3))) == pytest.approx(3.0)
-    assert math.isfinite(rerank_logit(1.0)) and math.isfinite(rerank_logit(0.0))
     assert reader_margin(7.0, 2.0) == 5.0
     assert reader_margin(float("-inf"), 4.0) == MARGIN_FLOOR  # no span at all: floored
     model = AbstentionModel(rerank=0.1, reader=0.05, bias=-0.5, threshold=0.4)
-    low, high = model.probability(0.2, 1.0), model.probability(0.9, 1.0)
+    # Raw cross-encoder logits go in: nothing converts a 0..1 score back into a logit.
+    low, high = model.probability(-1.4, 1.0), model.probability(2.2, 1.0)
     assert 0 < low < high < 1
-    assert model.probability(0.9, 8.0) > high  # a clearer span raises it too
-    z = 0.1 * rerank_logit(0.9) + 0.05 * 1.0 - 0.5
+    assert model.probability(2.2, 8.0) > high  # a clearer span raises it too
+    z = 0.1 * 2.2 + 0.05 * 1.0 - 0.5
     assert high == pytest.approx(1 / (1 + math.exp(-z)))
+    assert model.probability(1e6, 0.0) == pytest.approx(1.0)  # extreme logits stay finite
+
+
+def test_threshold_resolution_and_cut() -> None:
+    assert resolve_threshold(None, 0.3) == 0.3
+    assert resolve_threshold(0.0, 0.3) == 0.0  # an explicit 0 is a setting, not "unset"
+
+    class A:
+        def __init__(self, score: float) -> None:
+            self.score = score
+
+    answers = [A(0.9), A(0.5), A(0.1), A(0.8)]
+    assert [a.score for a in cut(answers, 0.5)] == [0.9, 0.5]
+    assert cut(answers, 0.95) == []
+    assert cut([{"score": 0.6}, {"score": 0.2}], 0.5, score=lambda a: a["score"]) == [
+        {"score": 0.6}]
 
 
 def test_model_file_round_trip_and_errors(tmp_path: Path) -> None:
     assert AbstentionModel.load(tmp_path) is None
     model = AbstentionModel(rerank=0.08, reader=0.06, bias=-0.7, threshold=0.31, fitted_on="x",
                             metrics={"tune_auc": 0.66})
-    model.save(tmp_path)
+    save_model(model, tmp_path)
     assert AbstentionModel.load(tmp_path) == model
     (tmp_path / FILE_NAME).write_text(json.dumps({"rerank": 1}), encoding="utf-8")
-    with pytest.raises(OSError, match="not an abstention model.*reader_abstention.py --write"):
+    with pytest.raises(ModelNotFound, match="not an abstention model.*reader_abstention.py --write"):
         AbstentionModel.load(tmp_path)
 
 
 def test_a_model_fitted_for_another_reader_is_ignored(tmp_path: Path, caplog) -> None:
     (tmp_path / "model.onnx").write_bytes(b"reader one")
     fitted = AbstentionModel(rerank=0.1, reader=0.1, bias=0.0, threshold=0.3,
-                             reader_sha256=reader_fingerprint(tmp_path / "model.onnx"))
-    fitted.save(tmp_path)
+                             reader_sha256=file_sha256(tmp_path / "model.onnx"))
+    save_model(fitted, tmp_path)
     assert AbstentionModel.load(tmp_path) == fitted
     (tmp_path / "model.onnx").write_bytes(b"reader two, retrained")
     with caplog.at_level("WARNING"):
@@ -76,14 +92,14 @@ def test_the_shipped_reader_has_a_fitted_model() -> None:
     assert model is not None and 0 < model.threshold < 1
     assert model.rerank > 0 and model.reader > 0  # both signals count towards answering
     assert "dev articles" in model.fitted_on
-    assert model.reader_sha256 == reader_fingerprint(SHIPPED_READER / "model.onnx")
+    assert model.reader_sha256 == file_sha256(SHIPPED_READER / "model.onnx")
 
 
 def _reader_copy(tmp_path: Path, model: AbstentionModel | None) -> Path:
     """The shipped reader's files, linked, with ``model`` as its abstention model."""
     target = link_reader(tmp_path / "reader")
     if model is not None:
-        model.save(target)
+        save_model(model, target)
     return target
 
 
@@ -93,18 +109,17 @@ def test_reader_answers_carry_the_abstention_models_probability(make_qa, tmp_pat
     model = AbstentionModel(rerank=0.0, reader=1.0, bias=-2.0, threshold=0.5)
     qa = make_qa(extractor="reader", reader_path=_reader_copy(tmp_path, model))
     assert qa.abstain_threshold == 0.5
-    index = qa.index
-    ranking = qa.reranker.run(question, qa.retriever.run(question, index), index)
-    readings = qa.extractor.read(question, ranking, index)
-    for r in readings:
-        assert r.answer.score == pytest.approx(1 / (1 + math.exp(-(r.margin - 2.0))))
-        assert 0 < r.rerank <= 1  # the cross-encoder's score is kept beside it
+    candidates = qa.candidates(question)
+    assert candidates
+    for a in candidates:
+        assert a.score == pytest.approx(1 / (1 + math.exp(-(a.reader_margin - 2.0))))
+        assert a.logit is not None and math.isfinite(a.logit)  # the cross-encoder's, kept
     response = qa.ask(question)
     expected = []
-    for r in readings:  # the list stops at the first answer below the threshold
-        if r.answer.score < 0.5:
+    for a in candidates:  # the list stops at the first answer below the threshold
+        if a.score < 0.5:
             break
-        expected.append(r.answer.text)
+        expected.append(a.text)
     assert [a.text for a in response.answers] == expected
     assert response.no_answer == (not expected)
 
@@ -138,6 +153,8 @@ def test_answers_below_the_threshold_end_the_list(make_qa) -> None:
         default_threshold = 0.5
 
         def warm_up(self) -> None: ...
+
+        def close(self) -> None: ...
 
         def run(self, question, ranking, index):
             unit = index.sentences.units[0]

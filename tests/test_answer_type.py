@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.answer_type import AnswerType, counted_noun, expected_type, satisfies
+from citeqa.service.answer_type import AnswerType, counted_noun, expected_type, satisfies
 
 
 @pytest.mark.parametrize("question, kind", [

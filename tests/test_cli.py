@@ -7,14 +7,17 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
+from citeqa.cli import app
+
+from tests.conftest import copy_index, link_model_cache
 
 runner = CliRunner()
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CITEQA_DATA_DIR", str(tmp_path / "data"))
+def env(tmp_path, monkeypatch, model_cache):
+    """A data folder of its own, whose cache already holds the question embedder's export."""
+    monkeypatch.setenv("CITEQA_DATA_DIR", str(link_model_cache(tmp_path / "data", model_cache)))
     return tmp_path
 
 
@@ -59,16 +62,16 @@ def test_cli_errors_are_messages_not_tracebacks(env, docs_copy) -> None:
         assert "Traceback" not in result.output
 
 
-def test_index_reports_skipped_files_and_exits_nonzero(env, docs_copy) -> None:
+def test_index_reports_skipped_files_and_exits_nonzero(env, docs_copy, bundled_index) -> None:
+    idx = copy_index(bundled_index, env / "idx")  # the 3 good files are indexed already
     (docs_copy / "broken.txt").write_bytes(b"\xff\xfe\x00bad")
-    r = runner.invoke(app, ["index", str(docs_copy), "--index-dir", str(env / "idx")])
+    r = runner.invoke(app, ["index", str(docs_copy), "--index-dir", str(idx)])
     assert r.exit_code == 1
     assert "broken.txt" in r.output and "indexed 3 files" in r.output
 
 
-def test_index_built_with_another_model_fails_clearly(env, docs_copy) -> None:
-    idx = env / "idx"
-    assert runner.invoke(app, ["index", str(docs_copy), "--index-dir", str(idx)]).exit_code == 0
+def test_index_built_with_another_model_fails_clearly(env, docs_copy, bundled_index) -> None:
+    idx = copy_index(bundled_index, env / "idx")
     generation = idx / (idx / "CURRENT").read_text().strip()
     manifest = json.loads((generation / "manifest.json").read_text())
     manifest.update(embedding_model="sentence-transformers/all-mpnet-base-v2", dim=768)

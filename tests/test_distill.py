@@ -39,7 +39,7 @@ def _logits(model, distill, teacher_dir) -> np.ndarray:
 
 
 def test_teacher_weights_round_trip_from_the_onnx_graph(distill, cross_encoder) -> None:
-    from service.rerank import OnnxCrossEncoder, packaged_reranker_dir
+    from citeqa.service.rerank import OnnxCrossEncoder, packaged_reranker_dir
 
     teacher_dir = packaged_reranker_dir()
     full = distill.student_from_teacher(teacher_dir, list(range(12))).eval()
@@ -51,7 +51,7 @@ def test_teacher_weights_round_trip_from_the_onnx_graph(distill, cross_encoder) 
 
 
 def test_student_exports_to_a_loadable_onnx_cross_encoder(distill, tmp_path) -> None:
-    from service.rerank import OnnxCrossEncoder, make_cross_encoder, packaged_reranker_dir
+    from citeqa.service.rerank import OnnxCrossEncoder, make_cross_encoder, packaged_reranker_dir
 
     teacher_dir = packaged_reranker_dir()
     student = distill.student_from_teacher(teacher_dir, [5, 11]).eval()
@@ -72,7 +72,7 @@ def test_student_exports_to_a_loadable_onnx_cross_encoder(distill, tmp_path) -> 
 
 
 def test_missing_distilled_model_is_a_clear_error(tmp_path) -> None:
-    from service.rerank import make_cross_encoder
+    from citeqa.service.rerank import make_cross_encoder
 
     with pytest.raises(FileNotFoundError, match="distill-reranker"):
         make_cross_encoder("distilled", path=tmp_path)

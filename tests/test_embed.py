@@ -27,7 +27,7 @@ REAL_QUESTIONS = {QUESTIONS[0], QUESTIONS[2]}
 
 @pytest.fixture(scope="module")
 def torch_embedder():
-    from index.embed import SentenceTransformerEmbedder
+    from citeqa.index.embed import SentenceTransformerEmbedder
 
     e = SentenceTransformerEmbedder(threads=1, backend="torch")
     e.warm_up()
@@ -35,7 +35,7 @@ def torch_embedder():
 
 
 def test_onnx_question_vectors_are_the_sentence_transformers_ones(torch_embedder) -> None:
-    from index.embed import SentenceTransformerEmbedder
+    from citeqa.index.embed import SentenceTransformerEmbedder
 
     onnx = SentenceTransformerEmbedder(threads=1, backend="onnx")
     assert onnx.active_backend == "onnx"
@@ -71,8 +71,8 @@ def test_torch_backend_embeds_questions_with_torch(torch_embedder) -> None:
 
 
 def test_the_export_is_cached_and_reused_across_starts(tmp_path, monkeypatch) -> None:
-    from index import embed as embed_module
-    from index.embed import SentenceTransformerEmbedder
+    from citeqa.index import embed as embed_module
+    from citeqa.index.embed import SentenceTransformerEmbedder
 
     first = SentenceTransformerEmbedder(threads=1, cache_dir=tmp_path)
     assert first.active_backend == "onnx-int8" and first.export_source == "export"
@@ -97,12 +97,12 @@ def test_the_export_is_cached_and_reused_across_starts(tmp_path, monkeypatch) ->
 
 
 def test_a_cached_start_answers_questions_without_importing_torch(tmp_path) -> None:
-    from index.embed import SentenceTransformerEmbedder
+    from citeqa.index.embed import SentenceTransformerEmbedder
 
     SentenceTransformerEmbedder(threads=1, cache_dir=tmp_path).warm_up()
     script = (
         "import sys\n"
-        "from index.embed import SentenceTransformerEmbedder\n"
+        "from citeqa.index.embed import SentenceTransformerEmbedder\n"
         f"e = SentenceTransformerEmbedder(threads=1, cache_dir={str(tmp_path)!r})\n"
         "v = e.encode_query('why was the counter-ISIS campaign paused?')\n"
         "assert e.export_source == 'cache' and v.shape == (e.dim,)\n"
@@ -116,7 +116,7 @@ def test_a_cached_start_answers_questions_without_importing_torch(tmp_path) -> N
 
 
 def test_an_unreadable_cached_export_is_replaced(tmp_path, caplog) -> None:
-    from index.embed import SentenceTransformerEmbedder
+    from citeqa.index.embed import SentenceTransformerEmbedder
 
     first = SentenceTransformerEmbedder(threads=1, cache_dir=tmp_path)
     expected = first.encode_query(QUESTIONS[2])
@@ -130,7 +130,7 @@ def test_an_unreadable_cached_export_is_replaced(tmp_path, caplog) -> None:
 
 
 def test_a_cache_that_cannot_be_written_only_costs_the_export(tmp_path, caplog) -> None:
-    from index.embed import SentenceTransformerEmbedder
+    from citeqa.index.embed import SentenceTransformerEmbedder
 
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from eval.app import EvalOptions, run_eval
-from eval.dataset import DatasetError, EvalQuestion, Span, load_questions, read_corpus
-from eval.metrics import (
+from citeqa.eval.app import EvalOptions, run_eval
+from citeqa.eval.dataset import DatasetError, EvalQuestion, Span, load_questions, read_corpus
+from citeqa.eval.metrics import (
     contains_gold, exact_match, f1_score, normalize_answer, percentile, spans_overlap,
 )
-from eval.report import build_report, sweep
-from eval.runner import CitationChecker, QuestionResult, score_question
-from eval.squad import load_squad
+from citeqa.eval.report import build_report, sweep
+from citeqa.eval.runner import CitationChecker, QuestionResult, score_question
+from citeqa.eval.squad import load_squad
 
 from .conftest import CORPUS, REPO
 
@@ -211,15 +211,15 @@ def test_official_squad_offsets() -> None:
 
 
 def test_end_to_end_on_a_tiny_corpus(tmp_path, embedder, cross_encoder, monkeypatch) -> None:
-    import eval.app as app_module
-    from service.pipeline import QA
+    import citeqa.eval.app as app_module
+    from citeqa.service.pipeline import QA
 
     real_qa = QA
 
     def sharing_qa(settings, **kw):  # share the session's loaded models
         return real_qa(settings, embedder=embedder, cross_encoder=cross_encoder)
 
-    monkeypatch.setattr("service.pipeline.QA", sharing_qa)
+    monkeypatch.setattr("citeqa.service.pipeline.QA", sharing_qa)
     out = tmp_path / "report.json"
     lines: list[str] = []
     reports = run_eval(EvalOptions(squad=_tiny_squad(tmp_path), work_dir=tmp_path / "work",
@@ -246,10 +246,10 @@ def test_end_to_end_on_a_tiny_corpus(tmp_path, embedder, cross_encoder, monkeypa
 def test_extractors_side_by_side(tmp_path, embedder, cross_encoder, monkeypatch) -> None:
     """`--ablation hybrid+rerank --ablation hybrid+rerank+reader`: one report per extractor,
     the reader's answers being phrases inside the sentence extractor's answers."""
-    from service.pipeline import QA
+    from citeqa.service.pipeline import QA
 
     real_qa = QA
-    monkeypatch.setattr("service.pipeline.QA", lambda settings, **kw: real_qa(
+    monkeypatch.setattr("citeqa.service.pipeline.QA", lambda settings, **kw: real_qa(
         settings, embedder=embedder, cross_encoder=cross_encoder))
     dump = tmp_path / "dump.jsonl"
     lines: list[str] = []

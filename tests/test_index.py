@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.build import apply_changes, sync_sources
-from index.corpus import (
+from citeqa.index.build import apply_changes, sync_sources
+from citeqa.index.corpus import (
     CURRENT, CorpusIndex, IndexConfig, IndexMismatchError, IndexNotFoundError,
 )
-from index.documents import DocumentError, decode_document, scan_directory
-from index.store import FaissStore
-from index.units import Unit
+from citeqa.index.documents import DocumentError, decode_document, scan_directory
 
 from .conftest import CORPUS
 
@@ -28,7 +26,7 @@ def canonical(index: CorpusIndex):
     def rows(store):
         order = sorted(range(len(store)), key=lambda i: (store.units[i].file, store.units[i].start,
                                                           store.units[i].end))
-        return [store.units[i] for i in order], store.vectors[order]
+        return [store.units[i] for i in order], store.vectors_for(order)
     return rows(index.passages), rows(index.sentences), index.files, index.paragraphs
 
 
@@ -41,8 +39,8 @@ def assert_same_index(a: CorpusIndex, b: CorpusIndex) -> None:
     # Every FAISS id still names the right unit: searching with a unit's own vector finds it.
     for store in (a.passages, a.sentences):
         for i in range(0, len(store), max(1, len(store) // 10)):
-            hits = store.search(store.vectors[i], 1)
-            assert store.units[hits[0][0]].text == store.units[i].text
+            ids, _ = store.search(store.vectors_for([i]), 1)
+            assert store.units[ids[0, 0]].text == store.units[i].text
     q = "why was the counter-ISIS campaign paused?"
     assert np.allclose(np.sort(a.sentence_lexical.scores(q)), np.sort(b.sentence_lexical.scores(q)))
 
@@ -73,31 +71,6 @@ def test_bad_document_names(name: str) -> None:
 def test_utf8_bom_and_crlf_offsets_are_str_indices() -> None:
     doc = decode_document("bom.txt", "\ufeffFirst line.\r\n\r\nSecond – “quoted”.".encode())
     assert doc.text.startswith("\ufeff")
-
-
-# -- store --------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
-def test_store_search_remove_and_reload(tmp_path, kind: str) -> None:
-    rng = np.random.default_rng(0)
-    vecs = rng.normal(size=(300, 8)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    units = [Unit(f"f{i % 3}.txt", i, i, i + 1, f"t{i}") for i in range(300)]
-    store = FaissStore(8, kind)
-    store.add(units, vecs)
-    assert store.units[store.search(vecs[7], 1)[0][0]].text == "t7"
-    store.remove_file("f1.txt")
-    assert len(store) == 200 and all(u.file != "f1.txt" for u in store.units)
-    assert store.units[store.search(vecs[9], 1)[0][0]].text == "t9"
-    store.save(tmp_path / "s")
-    again = FaissStore.load(tmp_path / "s", 8, kind)
-    assert list(again.units) == list(store.units)
-    assert again.units[again.search(vecs[9], 1)[0][0]].text == "t9"
-
-
-def test_store_rejects_mismatched_rows() -> None:
-    with pytest.raises(ValueError):
-        FaissStore(4).add([Unit("a", 1, 0, 1, "a")], np.zeros((2, 4), dtype=np.float32))
 
 
 # -- incremental indexing ---------------------------------------------------------------------
@@ -202,5 +175,5 @@ def test_stale_faiss_file_is_rebuilt_from_vectors(tmp_path, embedder) -> None:
 
     faiss.write_index(faiss.IndexFlatIP(cfg.dim), str(gen / "sentences" / "faiss.index"))
     loaded = CorpusIndex.load(tmp_path, cfg)
-    v = loaded.sentences.vectors[5]
-    assert loaded.sentences.search(v, 1)[0][0] == 5
+    ids, _ = loaded.sentences.search(loaded.sentences.vectors_for([5]), 1)
+    assert ids[0, 0] == 5

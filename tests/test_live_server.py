@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eval.app import EvalOptions, run_eval
-from eval.dataset import DatasetError
-from eval.runner import wait_until_ready
+from citeqa.eval.app import EvalOptions, run_eval
+from citeqa.eval.dataset import DatasetError
+from citeqa.eval.runner import wait_until_ready
+from tests.conftest import link_model_cache
 
 DOC = ("Tiny Town was founded in 1820 by river traders.\n\n"
        "The old bridge is made of red stone and spans the Tiny River.\n\n"
@@ -38,13 +39,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, model_cache):
     base = tmp_path_factory.mktemp("live")
     docs = base / "docs"
     docs.mkdir()
     (docs / "town.txt").write_text(DOC, encoding="utf-8")
     port = _free_port()
-    env = {**os.environ, "CITEQA_DATA_DIR": str(base / "data"), "CITEQA_API_KEY": "k"}
+    data = link_model_cache(base / "data", model_cache)
+    env = {**os.environ, "CITEQA_DATA_DIR": str(data), "CITEQA_API_KEY": "k"}
     cli = Path(sys.executable).parent / "citeqa"
     log = open(base / "server.log", "wb")  # a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen([str(cli), "serve", "--docs", str(docs), "--port", str(port)],

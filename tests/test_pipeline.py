@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service import QA, AskResponse, InvalidInput
+from citeqa import QA, AskResponse, InvalidInput
 
 from .conftest import CORPUS
 
@@ -85,6 +85,38 @@ def test_python_api_needs_no_fastapi() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, service; from service import QA; "
+    code = ("import sys, citeqa; from citeqa import QA; "
             "assert 'fastapi' not in sys.modules, 'fastapi imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_shared_models_and_closing(make_qa, tmp_path) -> None:
+    """A QA closes only the worker pools of models it built; `with` closes it."""
+    from citeqa import Settings
+
+    owner = make_qa()
+    shared = owner.cross_encoder
+    with QA(Settings(docs_dir=owner.settings.docs_dir, data_dir=tmp_path / "d2",
+                     index_dir=tmp_path / "i2"),
+            embedder=owner.embedder, cross_encoder=shared) as other:
+        other.start()
+        assert other.cross_encoder is shared and other.embedder is owner.embedder
+        assert other.ask("who replaced Soleimani?").answers
+    assert shared._pool is not None  # still the owner's: not closed by `other`
+    assert owner.ask("who replaced Soleimani?").answers
+
+    with make_qa(extractor="reader") as reader_qa:
+        reader_qa.ask("who replaced Soleimani?")
+        reader = reader_qa.extractor._reader
+        assert reader._pool is not None
+    assert reader._pool is None  # the reader it built was closed ...
+    assert reader_qa.ask("who replaced Soleimani?").answers  # ... and still answers, one thread
+
+
+def test_settings_errors_are_citeqa_errors(tmp_path) -> None:
+    from citeqa import CiteQAError
+
+    with pytest.raises(InvalidInput, match="window_chars"):
+        QA(window_chars=5)
+    with pytest.raises(CiteQAError, match="extractor"):
+        QA.from_directory(tmp_path, extractor="nope")

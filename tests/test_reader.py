@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from service.reader.decode import (  # noqa: E402
+from citeqa.service.reader.decode import (  # noqa: E402
     ReaderResult, Span, decode_windows, snap_to_words, trim_span,
 )
-from service.reader.windows import Windower, char_span_to_tokens, load_tokenizer, pad_batch  # noqa: E402
+from citeqa.service.reader.windows import Windower, char_span_to_tokens, load_tokenizer, pad_batch  # noqa: E402
 
 SHIPPED = REPO / "models" / "reader"
 
@@ -240,10 +239,9 @@ def test_onnx_export_round_trip_tiny_bert(tmp_path: Path, tokenizer_path: Path) 
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("onnxruntime")
-    sys.path.insert(0, str(REPO / "scripts"))
     import export_reader
 
-    from service.reader.onnx_reader import OnnxReader
+    from citeqa.service.reader.onnx_reader import OnnxReader
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -293,7 +291,7 @@ def test_onnx_export_round_trip_tiny_bert(tmp_path: Path, tokenizer_path: Path) 
 
 @pytest.mark.skipif(not (SHIPPED / "model.onnx").exists(), reason="shipped reader not exported yet")
 def test_shipped_model_answers_simple_question() -> None:
-    from service.reader.onnx_reader import OnnxReader
+    from citeqa.service.reader.onnx_reader import OnnxReader
 
     reader = OnnxReader(SHIPPED)
     ctx = "The Eiffel Tower was completed in 1889. It was designed by the company of Gustave Eiffel."
@@ -307,7 +305,7 @@ def test_shipped_model_answers_simple_question() -> None:
 
 @pytest.mark.skipif(not (SHIPPED / "model.onnx").exists(), reason="shipped reader not exported yet")
 def test_windows_shared_over_workers_read_as_one_worker_does() -> None:
-    from service.reader.onnx_reader import OnnxReader
+    from citeqa.service.reader.onnx_reader import OnnxReader
 
     contexts = [
         "The Eiffel Tower was completed in 1889. It was designed by the company of Gustave Eiffel.",
@@ -328,10 +326,10 @@ def test_inference_path_does_not_import_torch() -> None:
     import subprocess
 
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
-        "import service.reader, service.reader.onnx_reader, service.reader.windows\n"
+        "import sys\n"
+        "import citeqa.service.reader, citeqa.service.reader.onnx_reader, citeqa.service.reader.windows\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
-    ) % str(REPO)
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -359,20 +357,22 @@ def test_reader_answers_with_a_span_inside_its_cited_sentence(make_qa) -> None:
     assert qa.ask("how many Italian troops remain in Baghdad?").no_answer
 
 
-def test_reader_extractor_readings_carry_the_null_score(make_qa) -> None:
-    """`ReaderExtractor.read`: `run`'s answers, each with the reader's result on its window."""
+def test_reader_candidates_carry_their_evidence(make_qa) -> None:
+    """`QA.candidates`: the reader extractor's answers before the threshold cut, each with the
+    cross-encoder logit of its sentence and the reader's span-minus-null margin."""
     qa = make_qa(extractor="reader")
     question = "how many U.S. troops were in Iraq before the Soleimani killing?"
-    index = qa.index
-    ranking = qa.reranker.run(question, qa.retriever.run(question, index), index)
-    readings = qa.extractor.read(question, ranking, index)
-    assert [r.answer for r in readings] == qa.extractor.run(question, ranking, index)
-    top = readings[0]
-    assert top.span is not None and top.span.score <= top.result.best_span_score
-    assert np.isfinite(top.result.null_score)
-    # The span indexes the window the reader read: the answer sentence and the one before it.
-    sent_start, sent_end, _ = top.answer.context
-    w_start, w_text = index.span_with_context(top.answer.file, top.answer.paragraph, sent_start,
-                                              sent_end, before=1)
-    assert w_text[top.span.start:top.span.end] == top.answer.text
-    assert w_start + top.span.start == top.answer.start and "5,200" in top.answer.text
+    candidates = qa.candidates(question)
+    top = candidates[0]
+    assert top.logit is not None and np.isfinite(top.logit)
+    assert top.reader_margin is not None and np.isfinite(top.reader_margin)
+    assert top.reader_margin > 0  # the reader prefers its span to "no answer" here
+    # The span lies inside its sentence, verbatim, and is what `ask` answers with.
+    sent_start, sent_end, sent_text = top.context
+    from tests.conftest import CORPUS
+
+    text = (CORPUS / top.file).read_text(encoding="utf-8")
+    assert sent_start <= top.start < top.end <= sent_end
+    assert text[top.start:top.end] == top.text and text[sent_start:sent_end] == sent_text
+    assert "5,200" in top.text
+    assert qa.ask(question).answers[0].text == top.text

@@ -24,7 +24,7 @@ def test_scores_follow_their_texts_in_any_order(cross_encoder) -> None:
 
 
 def test_batched_scores_match_one_at_a_time(cross_encoder) -> None:
-    from service.rerank import OnnxCrossEncoder
+    from citeqa.service.rerank import OnnxCrossEncoder
 
     batched = OnnxCrossEncoder(cross_encoder.model_dir, batch_size=3)
     one = cross_encoder.score(QUESTION, TEXTS)
@@ -41,7 +41,7 @@ def test_empty_input_scores_nothing(cross_encoder) -> None:
 
 
 def test_parallel_workers_give_the_sequential_scores(cross_encoder) -> None:
-    from service.rerank import OnnxCrossEncoder
+    from citeqa.service.rerank import OnnxCrossEncoder
 
     sequential = OnnxCrossEncoder(cross_encoder.model_dir, workers=1)
     parallel = OnnxCrossEncoder(cross_encoder.model_dir, workers=3)

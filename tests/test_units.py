@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from index.units import (
+from citeqa.index.units import (
     is_noise, paragraph_at, paragraph_spans, sentence_spans, split_document, window_spans,
 )
 

@@ -10,12 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from index.corpus import IndexError_
-from index.documents import DocumentError
-from service.api import routes_ask, routes_documents, routes_health
-from service.errors import CiteQAError
-from service.pipeline import QA
-from service.settings import Settings
+from citeqa.service.api import routes_ask, routes_documents, routes_health
+from citeqa.service.models import validation_message
+from citeqa.index.errors import CiteQAError
+from citeqa.service.pipeline import QA
+from citeqa.service.settings import Settings
 
 log = logging.getLogger("citeqa")
 
@@ -37,7 +36,7 @@ def create_app(settings: Settings | None = None, qa: QA | None = None) -> FastAP
                 log.info("index ready: %s", report)
                 for problem in qa.skipped:
                     log.warning("skipped: %s", problem)
-            except (IndexError_, DocumentError, OSError) as exc:
+            except (CiteQAError, OSError) as exc:
                 # Stay up and say why on /ready, rather than crash-looping.
                 app.state.startup_error = str(exc)
                 log.error("index not loaded: %s", exc)
@@ -53,14 +52,10 @@ def create_app(settings: Settings | None = None, qa: QA | None = None) -> FastAP
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            details.append(f"{loc}: {err['msg']}" if loc else err["msg"])
         # Only plain fields: pydantic's ``ctx`` can hold exception objects.
         plain = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
                  for e in exc.errors()]
-        return _error(422, "; ".join(details) or "invalid request", detail=plain)
+        return _error(422, validation_message(exc.errors()) or "invalid request", detail=plain)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

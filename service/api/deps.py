@@ -6,7 +6,7 @@ import secrets
 
 from fastapi import Header, HTTPException, Request, status
 
-from service.pipeline import QA
+from citeqa.service.pipeline import QA
 
 
 def get_qa(request: Request) -> QA:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from service.api.deps import get_qa
-from service.models import AskRequest, AskResponse, SearchRequest, SearchResponse
-from service.pipeline import QA
+from citeqa.service.api.deps import get_qa
+from citeqa.service.models import AskRequest, AskResponse, SearchRequest, SearchResponse
+from citeqa.service.pipeline import QA
 
 router = APIRouter(tags=["questions"])
 

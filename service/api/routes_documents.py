@@ -3,10 +3,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response, status
 from starlette.datastructures import UploadFile
 
-from service.api.deps import get_qa, require_write_key
-from service.errors import InvalidInput
-from service.models import DocumentList, ParagraphOut, UploadResult
-from service.pipeline import QA
+from citeqa.service.api.deps import get_qa, require_write_key
+from citeqa.index.errors import InvalidInput
+from citeqa.service.models import DocumentList, ParagraphOut, UploadResult
+from citeqa.service.pipeline import QA
 
 router = APIRouter(prefix="/documents", tags=["documents"])
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.models import Health, Ready
+from citeqa.service.models import Health, Ready
 
 router = APIRouter(tags=["health"])
 
@@ -21,6 +21,6 @@ def ready(request: Request):
     if not qa.ready:
         detail = getattr(request.app.state, "startup_error", None) or "loading"
         return JSONResponse(Ready(ready=False, detail=detail).model_dump(), status_code=503)
-    idx = qa.index
-    return Ready(ready=True, documents=len(idx.files), passages=len(idx.passages),
-                 sentences=len(idx.sentences))
+    stats = qa.stats()
+    return Ready(ready=True, documents=stats.documents, passages=stats.passages,
+                 sentences=stats.sentences)

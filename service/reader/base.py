@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.reader.decode import ReaderResult, decode_windows
-from service.reader.windows import Window, Windower, pad_batch
-from service.workers import run_shared
+from citeqa.service.reader.decode import ReaderResult, decode_windows
+from citeqa.service.reader.windows import Window, Windower, pad_batch
+from citeqa.service.workers import close_pool, run_shared
 
 
 class SpanReader(ABC):
@@ -33,6 +33,11 @@ class SpanReader(ABC):
 
     def _prepare(self) -> None:
         """Hook for lazy loading (OnnxReader loads its session here)."""
+
+    def close(self) -> None:
+        """End the worker threads; later reads run in the calling thread."""
+        pool, self._pool = self._pool, None
+        close_pool(pool)
 
     def read(self, question: str, contexts: Sequence[str], top_n: int = 3) -> list[ReaderResult]:
         """One ReaderResult per context, in input order."""

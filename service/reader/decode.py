@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.reader.windows import Window
+from citeqa.service.reader.windows import Window
 
 
 @dataclass(frozen=True)

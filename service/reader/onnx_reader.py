@@ -7,14 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from service.reader.base import SpanReader
-from service.reader.decode import ReaderResult, Span
-from service.workers import make_pool
-from service.reader.windows import DOC_STRIDE, MAX_LENGTH, MAX_QUESTION_TOKENS, Windower, load_tokenizer
+from citeqa.index.errors import ModelNotFound
+from citeqa.index.onnx_runtime import open_session
+from citeqa.service.reader.base import SpanReader
+from citeqa.service.reader.decode import ReaderResult, Span
+from citeqa.service.settings import BUNDLED_READER
+from citeqa.service.workers import make_pool
+from citeqa.service.reader.windows import DOC_STRIDE, MAX_LENGTH, MAX_QUESTION_TOKENS, Windower, load_tokenizer
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "reader"
 
-__all__ = ["DEFAULT_MODEL_DIR", "OnnxReader", "ReaderResult", "Span"]
+__all__ = ["OnnxReader", "ReaderResult", "Span"]
 
 
 class OnnxReader(SpanReader):
@@ -31,7 +33,7 @@ class OnnxReader(SpanReader):
     max_batch_windows = 1
 
     def __init__(
-        self, model_dir: str | Path = DEFAULT_MODEL_DIR, threads: int = 1, max_answer_tokens: int = 30,
+        self, model_dir: str | Path = BUNDLED_READER, threads: int = 1, max_answer_tokens: int = 30,
         workers: int = 1,
     ) -> None:
         self.model_dir = Path(model_dir)
@@ -51,25 +53,21 @@ class OnnxReader(SpanReader):
         return float(self.config.get("null_threshold", 0.0))
 
     def warm_up(self) -> None:
-        import onnxruntime as ort  # imported lazily so importing the service stays cheap
-
         cfg_path = self.model_dir / "reader_config.json"
-        self.config = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        if not cfg_path.is_file():
+            raise ModelNotFound(f"no reader model in {self.model_dir} (reader_config.json "
+                                "missing): train and export one, or use extractor=sentence")
+        self.config = json.loads(cfg_path.read_text())
         self.model_file = self.config.get("model_file", self.model_file)
+        if not (self.model_dir / self.model_file).is_file():
+            raise ModelNotFound(f"reader model not found: {self.model_dir / self.model_file}")
         self.windower = Windower(
             load_tokenizer(self.model_dir / "tokenizer.json"),
             max_length=int(self.config.get("max_length", MAX_LENGTH)),
             stride=int(self.config.get("doc_stride", DOC_STRIDE)),
             max_question_tokens=int(self.config.get("max_question_tokens", MAX_QUESTION_TOKENS)),
         )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(
-            str(self.model_dir / self.model_file), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self._session = open_session(self.model_dir / self.model_file, self.threads)
         self._input_names = {i.name for i in self._session.get_inputs()}
         if self._pool is None:
             self._pool = make_pool(self.workers, "citeqa-reader")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from eval.metrics import exact_match, f1_score
+from citeqa.eval.metrics import exact_match, f1_score
 
 
 @dataclass(frozen=True)

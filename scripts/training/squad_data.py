@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.metrics import normalize_answer
+from citeqa.service.normalize import normalize_answer
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Training and research code: data preparation, training, export and calibration fits. Imported by the scripts in scripts/ (which put this folder on sys.path when run), never by citeqa itself: it is not part of the installed package."""
