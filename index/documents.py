@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +26,37 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Names no file may have on some system we might be copied to (Windows' device names).
+_RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
+                       *(f"lpt{i}" for i in range(10))})
+MAX_NAME_BYTES = 255  # the common file-system limit on one name, in bytes
+
+
 def validate_name(name: str) -> str:
-    """A document name is a plain base name with a supported suffix."""
-    if not name or name != Path(name).name or name in {".", ".."} or "\\" in name:
-        raise DocumentError(f"{name!r}: document names must be plain file names, without folders")
+    """The canonical form of a document name, or DocumentError saying why it cannot be one.
+
+    A name is checked before it touches the file system: a plain base name (no folders, no
+    ``..``), not hidden, no control, format or unpaired-surrogate characters, at most 255 bytes
+    in UTF-8, not a reserved device name, with a supported suffix. The canonical form is Unicode
+    NFC, so two names that normalise alike are one file.
+    """
+    if not isinstance(name, str) or not name:
+        raise DocumentError("a document needs a file name")
+    shown = ascii(name) if len(name) <= 80 else ascii(name[:77] + "...")
+    if any(unicodedata.category(ch) in _BAD_CATEGORIES for ch in name):
+        raise DocumentError(f"{shown}: file names must not contain control, format or "
+                            "unpaired surrogate characters")
+    name = unicodedata.normalize("NFC", name)
+    if name != Path(name).name or name in {".", ".."} or "\\" in name or "/" in name:
+        raise DocumentError(f"{shown}: document names must be plain file names, without folders")
     if name.startswith("."):
-        raise DocumentError(f"{name!r}: hidden files are not indexed")
+        raise DocumentError(f"{shown}: hidden files are not indexed")
+    if name != name.strip():
+        raise DocumentError(f"{shown}: file names must not start or end with spaces")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise DocumentError(f"{shown}: file names are limited to {MAX_NAME_BYTES} bytes in UTF-8")
+    if name.split(".")[0].rstrip().lower() in _RESERVED:
+        raise DocumentError(f"{shown}: {name.split('.')[0]} is a reserved device name")
     if not name.lower().endswith(SUPPORTED_SUFFIXES):
         raise DocumentError(
             f"{name}: unsupported file type; supported: {', '.join(SUPPORTED_SUFFIXES)}"
@@ -38,9 +64,15 @@ def validate_name(name: str) -> str:
     return name
 
 
+# Cc: control (NUL, newline, ...), Cf: format (e.g. right-to-left override, which disguises a
+# name), Cs: unpaired surrogates (not encodable), Zl/Zp: line and paragraph separators.
+_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
 def decode_document(name: str, data: bytes, source: str = "docs") -> Document:
-    """Check and decode one file's bytes; raises DocumentError with a message naming the file."""
-    validate_name(name)
+    """Check and decode one file's bytes; raises DocumentError with a message naming the file.
+    The document's name is the canonical (NFC) form of ``name``."""
+    name = validate_name(name)
     if len(data) > MAX_FILE_BYTES:
         raise DocumentError(f"{name}: file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
     if b"\x00" in data:

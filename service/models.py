@@ -53,6 +53,9 @@ class _Query(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("question must not be empty or whitespace")
+        if any("\ud800" <= ch <= "\udfff" for ch in value):
+            # JSON can carry them ("\ud800"), but they are no text: no tokenizer takes them.
+            raise ValueError("question must not contain unpaired surrogate characters")
         return value
 
 

@@ -13,6 +13,7 @@ The index is replaced copy-on-write: ``ask`` works on the snapshot it started wi
 from __future__ import annotations
 
 import os
+import unicodedata
 import threading
 import time
 from collections.abc import Sequence
@@ -281,6 +282,7 @@ class QA:
 
     def paragraph(self, file: str, number: int) -> ParagraphOut:
         index = self.index
+        file = unicodedata.normalize("NFC", file)  # names are stored in their canonical form
         if file not in index.files:
             raise NotFound(f"no document named {file!r}")
         p = index.paragraph(file, number)
@@ -322,10 +324,7 @@ class QA:
 
     def remove_document(self, name: str) -> None:
         """Remove an uploaded file (and its index entries). Source-folder files are read-only."""
-        try:
-            validate_name(name)
-        except DocumentError as exc:
-            raise InvalidInput(str(exc)) from None
+        name = validate_name(name)  # a DocumentError is an InvalidInput
         with self._write_lock:
             info = self.index.files.get(name)
             if info is None:

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         description="concurrent one-thread cross-encoder (and reader) runs per question "
         "(default: 2, or 1 on a one-core machine)")
     api_key: str | None = None
+    # Request limits: bodies over them are refused with 413 before they are read.
+    max_json_bytes: int = Field(64 * 1024, ge=1024, description="largest JSON request body")
+    max_upload_bytes: int = Field(64 * 2**20, ge=1024,
+                                  description="largest upload request (all files together)")
+    max_upload_file_bytes: int = Field(20 * 2**20, ge=1, le=20 * 2**20,
+                                       description="largest single uploaded file")
+    max_upload_files: int = Field(100, ge=1, le=10_000, description="files per upload request")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

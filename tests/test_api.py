@@ -162,5 +162,5 @@ def test_bad_uploads_change_nothing(client) -> None:
         r = c.post("/documents", headers=AUTH, data={"other": "x"}, files={"nofile": ("x.txt", b"x")})
         assert r.status_code == 422 and "file" in r.json()["error"]
         r = c.post("/documents", headers={**AUTH, "content-type": "application/json"}, content=b"{}")
-        assert r.status_code == 422
+        assert r.status_code == 415 and "multipart/form-data" in r.json()["error"]
         assert c.get("/documents").json() == before

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+# Starlette's: FastAPI's HTTPException subclasses it, and routing (404, 405) and the body
+# limit raise Starlette's own, so one handler gives every error the same JSON shape.
+from starlette.exceptions import HTTPException
 from starlette.concurrency import run_in_threadpool
 
+from citeqa.service.api.limits import BodyLimit
 from citeqa.service.api import routes_ask, routes_documents, routes_health
 from citeqa.service.models import validation_message
 from citeqa.index.errors import CiteQAError
@@ -46,6 +50,8 @@ def create_app(settings: Settings | None = None, qa: QA | None = None) -> FastAP
                   description="Extractive question answering with exact citations.")
     app.state.qa = qa
     app.state.startup_error = None
+    s = qa.settings
+    app.add_middleware(BodyLimit, json_bytes=s.max_json_bytes, upload_bytes=s.max_upload_bytes)
     app.include_router(routes_health.router)
     app.include_router(routes_ask.router)
     app.include_router(routes_documents.router)

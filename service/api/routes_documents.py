@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
-from citeqa.service.api.deps import get_qa, require_write_key
 from citeqa.index.errors import InvalidInput
+from citeqa.service.api.deps import get_qa, require_write_key
+from citeqa.service.api.limits import too_large
 from citeqa.service.models import DocumentList, ParagraphOut, UploadResult
 from citeqa.service.pipeline import QA
 
 router = APIRouter(prefix="/documents", tags=["documents"])
-
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 
 @router.get("", response_model=DocumentList)
@@ -33,24 +34,31 @@ def get_paragraph(file: str, number: int, qa: QA = Depends(get_qa)) -> Paragraph
                                          "items": {"type": "string", "format": "binary"}}}}}}}})
 async def upload_documents(request: Request, qa: QA = Depends(get_qa)) -> UploadResult:
     """Add or replace files (multipart ``file`` parts) and index them before responding."""
+    s = qa.settings
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidInput("send the files as multipart/form-data with one or more 'file' parts")
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                            "send the files as multipart/form-data with one or more 'file' parts")
     try:
-        form = await request.form()
-    except Exception as exc:  # malformed multipart bodies
+        form = await request.form(max_files=s.max_upload_files, max_fields=s.max_upload_files)
+    except HTTPException as exc:
+        if exc.status_code == 413:  # the body limit (service/api/limits.py)
+            raise
+        if "Too many" in str(exc.detail):
+            raise HTTPException(413, f"at most {s.max_upload_files} files per upload "
+                                "(CITEQA_MAX_UPLOAD_FILES)") from None
+        raise InvalidInput(f"unreadable multipart body: {exc.detail}") from None
+    except Exception as exc:  # malformed or truncated multipart bodies
         raise InvalidInput(f"unreadable multipart body: {exc}") from None
     parts = [p for p in form.getlist("file") if isinstance(p, UploadFile)]
     if not parts:
         raise InvalidInput("no 'file' parts in the form")
     files = []
     for part in parts:
-        data = await part.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise InvalidInput(f"{part.filename}: larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
-        files.append((part.filename or "", data))
+        if part.size is not None and part.size > s.max_upload_file_bytes:
+            raise HTTPException(413, too_large(f"{part.filename!r}", s.max_upload_file_bytes,
+                                               "CITEQA_MAX_UPLOAD_FILE_BYTES"))
+        files.append((part.filename or "", await part.read()))
     # Embedding is CPU-bound: run it in the thread pool, not on the event loop.
-    from starlette.concurrency import run_in_threadpool
-
     return UploadResult(documents=await run_in_threadpool(qa.add_documents, files))
 
 
