@@ -77,7 +77,10 @@ def _open_qa(docs: Path | None, index_dir: Path | None, *, rebuild: bool = False
 def serve(docs: Optional[Path] = DocsOpt, index_dir: Optional[Path] = IndexOpt,
           host: Optional[str] = typer.Option(None, help="default 127.0.0.1"),
           port: Optional[int] = typer.Option(None, help="default 8000")) -> None:
-    """Index the articles (if needed) and serve the HTTP API."""
+    """Index the articles (if needed) and serve the HTTP API. SIGTERM or Ctrl-C stop accepting,
+    finish the requests in flight and exit 0."""
+    import signal
+
     import uvicorn
 
     from citeqa.service.api.app import create_app
@@ -85,7 +88,19 @@ def serve(docs: Optional[Path] = DocsOpt, index_dir: Optional[Path] = IndexOpt,
     settings = load_settings(docs_dir=docs, index_dir=index_dir, host=host, port=port)
     if not Path(settings.docs_dir).is_dir():
         fail(f"{settings.docs_dir}: not a directory")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame) -> None:
+            super().handle_exit(sig, frame)
+            # SIGTERM is how service managers stop a server: after the graceful shutdown,
+            # uvicorn would raise it again so that the process dies by it (exit status -15);
+            # a clean stop is exit status 0.
+            if sig == signal.SIGTERM and sig in self._captured_signals:
+                self._captured_signals.remove(sig)
+
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_level="info")
+    Server(config).run()
 
 
 @app.command("index")

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -99,3 +100,54 @@ def test_eval_url_refuses_a_server_with_another_corpus(server, tmp_path) -> None
     with pytest.raises(DatasetError, match="citeqa serve --docs"):
         run_eval(EvalOptions(questions=qfile, url=url, overrides={"docs_dir": other}),
                  echo=lambda s: None)
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path, model_cache) -> None:
+    """A server stopped with SIGTERM during an upload answers it, indexes it completely, and
+    exits with status 0; the next start has the file."""
+    import signal
+    import threading
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "town.txt").write_text(DOC, encoding="utf-8")
+    data = link_model_cache(tmp_path / "data", model_cache)
+    env = {**os.environ, "CITEQA_DATA_DIR": str(data), "CITEQA_API_KEY": "k"}
+    cli = str(Path(sys.executable).parent / "citeqa")
+
+    def start() -> tuple[subprocess.Popen, str]:
+        port = _free_port()
+        proc = subprocess.Popen([cli, "serve", "--docs", str(docs), "--port", str(port)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, 120, alive=lambda: proc.poll() is None)
+        return proc, url
+
+    proc, url = start()
+    # Long enough to embed for a while: the signal arrives while it is being indexed.
+    text = "\n\n".join(f"Paragraph {i} says the ferry number {i} left the harbour at dawn."
+                       for i in range(400))
+    result: dict = {}
+
+    def upload() -> None:
+        result["response"] = httpx.post(f"{url}/documents", headers={"Authorization": "Bearer k"},
+                                        files=[("file", ("ferries.txt", text.encode()))],
+                                        timeout=120)
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not list((data / "index" / "uploads").glob("ferries.txt")):  # the upload is in
+        assert time.monotonic() < deadline, "the upload never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    thread.join(120)
+    assert proc.wait(timeout=120) == 0
+    assert result["response"].status_code == 201
+    proc, url = start()
+    try:
+        files = {d["file"] for d in httpx.get(f"{url}/documents").json()["documents"]}
+        assert "ferries.txt" in files
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
