@@ -21,6 +21,13 @@ if ! "$venv/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   "${pip[@]}" install --quiet "torch==$torch_version" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 cd "$(dirname "$0")/.."
+# The browser tests (tests/test_web.py) drive Debian's chromium: Playwright's own browser
+# download does not work offline.
+if [[ ",$extras," == *",dev,"* ]] && [ ! -x /usr/bin/chromium ]; then
+  sudo=$([ "$(id -u)" -eq 0 ] || echo sudo)
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
 if [ -n "$extras" ]; then
   "${pip[@]}" install --quiet -e ".[$extras]"
 else

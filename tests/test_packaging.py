@@ -80,6 +80,7 @@ def test_the_wheel_installs_only_the_citeqa_namespace(wheel) -> None:
     assert "citeqa/eval/questions.jsonl" in names and "citeqa/py.typed" in names
     assert not any("training" in n or "squad_data" in n or "/work/" in n for n in names)
     assert "citeqa/service/cli.py" in names and "citeqa/cli.py" in names
+    assert "citeqa/service/web/index.html" in names and "citeqa/service/web/app.js" in names
 
 
 def test_installed_citeqa_answers_from_another_directory(installed) -> None:
@@ -120,6 +121,8 @@ def test_installed_citeqa_serves(installed) -> None:
             pytest.fail((work / "serve.log").read_text(errors="replace"))
         r = httpx.post(f"{url}/ask", json={"question": QUESTION}, timeout=60)
         assert r.status_code == 200 and not r.json()["no_answer"]
+        page = httpx.get(f"{url}/", timeout=30)  # the web page, from the wheel's package data
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

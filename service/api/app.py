@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from citeqa.service.api.limits import BodyLimit
-from citeqa.service.api import routes_ask, routes_documents, routes_health
+from citeqa.service.api import routes_ask, routes_documents, routes_health, routes_web
 from citeqa.service.models import validation_message
 from citeqa.index.errors import CiteQAError
 from citeqa.service.pipeline import QA
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, qa: QA | None = None) -> FastAP
     app.include_router(routes_health.router)
     app.include_router(routes_ask.router)
     app.include_router(routes_documents.router)
+    app.include_router(routes_web.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
