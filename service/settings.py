@@ -7,7 +7,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         description="concurrent one-thread cross-encoder (and reader) runs per question "
         "(default: 2, or 1 on a one-core machine)")
     api_key: str | None = None
+    protect_reads: bool = Field(False, description="reads (ask, search, documents) need the "
+                                "API key too; the page, /health and /ready stay open")
+    cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed "
+                                    "to call the API from other sites (none by default)")
+    trusted_hosts: list[str] = Field(default_factory=list, description="Host headers accepted "
+                                     "(any by default), e.g. [\"qa.example.org\"]")
     # Request limits: bodies over them are refused with 413 before they are read.
     max_json_bytes: int = Field(64 * 1024, ge=1024, description="largest JSON request body")
     max_upload_bytes: int = Field(64 * 2**20, ge=1024,
@@ -102,6 +108,12 @@ class Settings(BaseSettings):
             raise ValueError("reranker must be 'distilled', 'onnx', 'off' or a CrossEncoder "
                              "name/path")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _reads_need_a_key(self) -> Settings:
+        if self.protect_reads and not self.api_key:
+            raise ValueError("protect_reads needs api_key: set CITEQA_API_KEY too")
+        return self
 
     @property
     def resolved_index_dir(self) -> Path:

@@ -142,3 +142,72 @@ def test_malformed_requests_are_4xx_with_a_json_message(api) -> None:
                  headers={**AUTH, "content-type": f"multipart/form-data; boundary={boundary}"})
     # The parser stops at the cut: no complete file part, so nothing to index.
     assert r.status_code == 422 and "'file' parts" in r.json()["error"]
+
+
+# -- who may read and write, and from where ------------------------------------------------------
+
+
+def test_reads_can_be_put_behind_the_key(make_qa) -> None:
+    qa = make_qa(api_key=KEY, protect_reads=True)
+    with TestClient(create_app(qa=qa)) as c:
+        question = {"question": "who replaced Soleimani?"}
+        for method, path, body in [("POST", "/ask", question), ("POST", "/search", question),
+                                   ("GET", "/documents", None),
+                                   ("GET", "/documents/000_75612bb2e23990a7.txt/paragraphs/1",
+                                    None)]:
+            r = c.request(method, path, json=body)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", path
+            r = c.request(method, path, json=body, headers={"Authorization": "Bearer nope"})
+            assert r.status_code == 401, path
+            assert c.request(method, path, json=body, headers=AUTH).status_code == 200, path
+        # Liveness, readiness and the page itself stay open (the page asks for the key).
+        for path in ("/health", "/ready", "/"):
+            assert c.get(path).status_code == 200, path
+    # Reads are open by default.
+    with TestClient(create_app(qa=make_qa(api_key=KEY))) as c:
+        assert c.post("/ask", json={"question": "who replaced Soleimani?"}).status_code == 200
+
+
+def test_protecting_reads_without_a_key_is_a_settings_error() -> None:
+    from citeqa import QA, InvalidInput
+
+    with pytest.raises(InvalidInput, match="protect_reads needs api_key"):
+        QA(protect_reads=True)
+
+
+def test_cors_is_closed_by_default_and_opens_to_named_origins(make_qa) -> None:
+    question = {"question": "who replaced Soleimani?"}
+    with TestClient(create_app(qa=make_qa())) as c:
+        r = c.post("/ask", json=question, headers={"Origin": "https://elsewhere.example"})
+        assert "access-control-allow-origin" not in r.headers
+    qa = make_qa(cors_origins=["https://app.example"])
+    with TestClient(create_app(qa=qa)) as c:
+        ok = c.options("/ask", headers={"Origin": "https://app.example",
+                                        "Access-Control-Request-Method": "POST"})
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "https://app.example"
+        other = c.post("/ask", json=question, headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_trusted_hosts(make_qa) -> None:
+    qa = make_qa(trusted_hosts=["qa.example.org"])
+    with TestClient(create_app(qa=qa), base_url="http://qa.example.org") as c:
+        assert c.get("/health").status_code == 200
+    with TestClient(create_app(qa=qa), base_url="http://attacker.example") as c:
+        assert c.get("/health").status_code == 400
+
+
+def test_errors_never_show_stack_traces_or_server_paths(make_qa, monkeypatch) -> None:
+    qa = make_qa(api_key=KEY)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError(f"secret detail at {qa.settings.resolved_index_dir}/x.py")
+
+    monkeypatch.setattr(qa, "ask", boom)
+    with TestClient(create_app(qa=qa), raise_server_exceptions=False) as c:
+        r = c.post("/ask", json={"question": "anything?"})
+        assert r.status_code == 500 and r.json() == {"error": "internal error; see the server log"}
+        assert str(qa.settings.resolved_index_dir) not in r.text and "Traceback" not in r.text
+        r = c.get("/documents/nothing.txt/paragraphs/1")
+        assert r.status_code == 404 and str(qa.settings.docs_dir) not in r.text

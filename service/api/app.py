@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import JSONResponse
 # Starlette's: FastAPI's HTTPException subclasses it, and routing (404, 405) and the body
 # limit raise Starlette's own, so one handler gives every error the same JSON shape.
@@ -52,6 +54,12 @@ def create_app(settings: Settings | None = None, qa: QA | None = None) -> FastAP
     app.state.startup_error = None
     s = qa.settings
     app.add_middleware(BodyLimit, json_bytes=s.max_json_bytes, upload_bytes=s.max_upload_bytes)
+    if s.cors_origins:  # none by default: only pages served from this origin may call the API
+        app.add_middleware(CORSMiddleware, allow_origins=s.cors_origins,
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-ID"])
+    if s.trusted_hosts:  # outermost: a request for another Host is refused first
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=s.trusted_hosts)
     app.include_router(routes_health.router)
     app.include_router(routes_ask.router)
     app.include_router(routes_documents.router)

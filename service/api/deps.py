@@ -1,4 +1,4 @@
-"""Shared dependencies: the QA instance and write authorisation."""
+"""Shared dependencies: the QA instance, and who may read and write."""
 
 from __future__ import annotations
 
@@ -23,6 +23,18 @@ def require_write_key(request: Request, authorization: str | None = Header(None)
     if not key:
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             "write endpoints are disabled: set CITEQA_API_KEY to enable them")
+    _check_bearer(authorization, key)
+
+
+def require_read_key(request: Request, authorization: str | None = Header(None)) -> None:
+    """With ``protect_reads`` (off by default), reads need the same key as writes."""
+    settings = request.app.state.qa.settings
+    if settings.protect_reads:
+        _check_bearer(authorization, settings.api_key or "")
+
+
+def _check_bearer(authorization: str | None, key: str) -> None:
+    """The constant-time comparison of a bearer token with the key."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), key.encode()):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong API key",

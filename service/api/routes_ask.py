@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from citeqa.service.api.deps import get_qa
+from citeqa.service.api.deps import get_qa, require_read_key
 from citeqa.service.models import AskRequest, AskResponse, SearchRequest, SearchResponse
 from citeqa.service.pipeline import QA
 
-router = APIRouter(tags=["questions"])
+router = APIRouter(tags=["questions"], dependencies=[Depends(require_read_key)])
 
 
 @router.post("/ask", response_model=AskResponse)

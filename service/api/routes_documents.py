@@ -6,7 +6,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from citeqa.index.errors import InvalidInput
-from citeqa.service.api.deps import get_qa, require_write_key
+from citeqa.service.api.deps import get_qa, require_read_key, require_write_key
 from citeqa.service.api.limits import too_large
 from citeqa.service.models import DocumentList, ParagraphOut, UploadResult
 from citeqa.service.pipeline import QA
@@ -14,13 +14,14 @@ from citeqa.service.pipeline import QA
 router = APIRouter(prefix="/documents", tags=["documents"])
 
 
-@router.get("", response_model=DocumentList)
+@router.get("", response_model=DocumentList, dependencies=[Depends(require_read_key)])
 def list_documents(qa: QA = Depends(get_qa)) -> DocumentList:
     """Indexed files with their paragraph counts and content hashes."""
     return DocumentList(documents=qa.documents())
 
 
-@router.get("/{file}/paragraphs/{number}", response_model=ParagraphOut)
+@router.get("/{file}/paragraphs/{number}", response_model=ParagraphOut,
+            dependencies=[Depends(require_read_key)])
 def get_paragraph(file: str, number: int, qa: QA = Depends(get_qa)) -> ParagraphOut:
     """Resolve a citation: the paragraph's exact text and offsets."""
     return qa.paragraph(file, number)

@@ -113,7 +113,7 @@
         ". Start it with CITEQA_API_KEY set to enable uploads.";
       case 404: return "Not found (404)" + detail + ".";
       case 409: return "Not allowed (409)" + detail + ".";
-      case 413: return "Too large (413): each file must be at most 20 MiB.";
+      case 413: return "Too large (413)" + detail + ".";
       case 415: return "Unsupported file type (415): upload UTF-8 text files (.txt or .md).";
       case 422: return "Not accepted (422)" + detail + ".";
       case 503: return "The index is still loading (503). Try again in a moment.";
@@ -127,7 +127,10 @@
       headers["content-type"] = "application/json";
       body = JSON.stringify(json);
     }
-    if (key) headers.authorization = "Bearer " + key;
+    // The key typed by the user (memory only) goes with every call: writes need it, and so do
+    // reads on a server started with CITEQA_PROTECT_READS.
+    const bearer = key || state.key;
+    if (bearer) headers.authorization = "Bearer " + bearer;
     let response;
     try {
       response = await fetch(path, { method, headers, body, credentials: "same-origin" });
