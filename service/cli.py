@@ -98,8 +98,19 @@ def serve(docs: Optional[Path] = DocsOpt, index_dir: Optional[Path] = IndexOpt,
             if sig == signal.SIGTERM and sig in self._captured_signals:
                 self._captured_signals.remove(sig)
 
+    # One JSON line per request from citeqa.access (service/api/observe.py) replaces uvicorn's
+    # access log.
+    import logging
+
+    access = logging.getLogger("citeqa.access")
+    if not access.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_level="info")
+                            log_level="info", access_log=False)
     Server(config).run()
 
 

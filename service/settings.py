@@ -91,6 +91,9 @@ class Settings(BaseSettings):
                                     "to call the API from other sites (none by default)")
     trusted_hosts: list[str] = Field(default_factory=list, description="Host headers accepted "
                                      "(any by default), e.g. [\"qa.example.org\"]")
+    max_queue: int = Field(64, ge=1, le=10_000, description="questions waiting or running at "
+                           "once; more get 503 with Retry-After at once")
+    log_questions: bool = Field(False, description="put the question text in the access log")
     # Request limits: bodies over them are refused with 413 before they are read.
     max_json_bytes: int = Field(64 * 1024, ge=1024, description="largest JSON request body")
     max_upload_bytes: int = Field(64 * 2**20, ge=1024,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from citeqa.service.api.limits import BodyLimit
+from citeqa.service.api.observe import Gate, Metrics, Observe
 from citeqa.service.api import routes_ask, routes_documents, routes_health, routes_web
 from citeqa.service.models import validation_message
 from citeqa.index.errors import CiteQAError
@@ -38,7 +40,9 @@ def create_app(settings: Settings | None = None, qa: QA | None = None) -> FastAP
     async def lifespan(app: FastAPI):
         if not qa.ready:
             try:
+                started = time.perf_counter()
                 report = await run_in_threadpool(qa.start)
+                app.state.metrics.model_load.set(time.perf_counter() - started)
                 log.info("index ready: %s", report)
                 for problem in qa.skipped:
                     log.warning("skipped: %s", problem)
@@ -53,13 +57,17 @@ def create_app(settings: Settings | None = None, qa: QA | None = None) -> FastAP
     app.state.qa = qa
     app.state.startup_error = None
     s = qa.settings
+    app.state.metrics = metrics = Metrics()
+    app.state.gate = Gate(s.max_queue, metrics)
     app.add_middleware(BodyLimit, json_bytes=s.max_json_bytes, upload_bytes=s.max_upload_bytes)
     if s.cors_origins:  # none by default: only pages served from this origin may call the API
         app.add_middleware(CORSMiddleware, allow_origins=s.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID"])
-    if s.trusted_hosts:  # outermost: a request for another Host is refused first
+    if s.trusted_hosts:  # a request for another Host is refused before anything else
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=s.trusted_hosts)
+    # Outermost: every response, refusals included, gets an id, a log line and its metrics.
+    app.add_middleware(Observe, metrics=metrics, log_questions=s.log_questions)
     app.include_router(routes_health.router)
     app.include_router(routes_ask.router)
     app.include_router(routes_documents.router)

@@ -1,21 +1,31 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from citeqa.service.api.deps import get_qa, require_read_key
+from citeqa.service.api.observe import admitted
 from citeqa.service.models import AskRequest, AskResponse, SearchRequest, SearchResponse
 from citeqa.service.pipeline import QA
 
-router = APIRouter(tags=["questions"], dependencies=[Depends(require_read_key)])
+# Questions take a place in the bounded queue (503 with Retry-After when it is full).
+router = APIRouter(tags=["questions"],
+                   dependencies=[Depends(require_read_key), Depends(admitted)],
+                   responses={503: {"description": "busy (queue full) or the index is loading"}})
 
 
 @router.post("/ask", response_model=AskResponse)
-def ask(body: AskRequest, qa: QA = Depends(get_qa)) -> AskResponse:
+def ask(body: AskRequest, request: Request, qa: QA = Depends(get_qa)) -> AskResponse:
     """Answer a question with verbatim, cited spans; ``no_answer`` when the articles do not."""
-    return qa.ask(body.question, top_k=body.top_k)
+    request.state.question = body.question  # the access log shows it only with log_questions
+    response = qa.ask(body.question, top_k=body.top_k)
+    request.app.state.metrics.observe_stages(response.timings_ms)
+    return response
 
 
 @router.post("/search", response_model=SearchResponse)
-def search(body: SearchRequest, qa: QA = Depends(get_qa)) -> SearchResponse:
+def search(body: SearchRequest, request: Request, qa: QA = Depends(get_qa)) -> SearchResponse:
     """Retrieve the best passages (no answer extraction)."""
-    return qa.search(body.question, top_k=body.top_k)
+    request.state.question = body.question
+    response = qa.search(body.question, top_k=body.top_k)
+    request.app.state.metrics.observe_stages(response.timings_ms)
+    return response
