@@ -1,5 +1,8 @@
-# citeqa: the same install as `make install` (scripts/install.sh), CPU torch, non-root.
-FROM python:3.11-slim
+# citeqa: the same install as `make install` (scripts/install.sh, no extras), CPU torch, non-root.
+# The build steps live in scripts/container_build.sh; `make check-container` runs this file's
+# instructions (and so that script) in a Debian bookworm root made by debootstrap. The base is
+# pinned to bookworm: the plain python:3.11-slim tag moved to Debian 13 (trixie) in August 2025.
+FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -12,23 +15,26 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # TOKENIZERS_PARALLELISM stays unset: tokenising a question's 12 rerank pairs in parallel saves
 # ~3 ms of the ~96 ms cross-encoder step (p50, 3 alternating runs each; the server never forks).
-RUN useradd --create-home --uid 10001 citeqa && mkdir -p /data /app && chown citeqa /data /app
 WORKDIR /app
 
-COPY --chown=citeqa pyproject.toml README.md ./
-COPY --chown=citeqa scripts/install.sh scripts/install.sh
-COPY --chown=citeqa index index
-COPY --chown=citeqa service service
-COPY --chown=citeqa eval eval
-COPY --chown=citeqa corpus corpus
-COPY --chown=citeqa models models
+# The tree, owned by the user `container_build.sh system` creates (uid/gid 10001). citeqa/ holds
+# relative symlinks to ../index, ../service, ../eval, ../corpus, ../models: COPY keeps them as
+# links, and the folders they point to are copied next to it.
+COPY --chown=10001:10001 pyproject.toml README.md LICENSE ./
+COPY --chown=10001:10001 scripts/install.sh scripts/container_build.sh scripts/
+COPY --chown=10001:10001 citeqa citeqa
+COPY --chown=10001:10001 index index
+COPY --chown=10001:10001 service service
+COPY --chown=10001:10001 eval eval
+COPY --chown=10001:10001 corpus corpus
+COPY --chown=10001:10001 models models
 
-USER citeqa
-# torch (CPU) first, then the project: the same script `make install` runs.
-RUN bash scripts/install.sh /app/.venv
-# Build the index of the bundled articles into the image, so the container starts ready; this
-# also caches the question embedder's ONNX export in /data/cache, so `serve` loads no torch.
-RUN /app/.venv/bin/citeqa index corpus --index-dir /data/index
+# As root: the user citeqa (uid 10001) and /data.
+RUN bash scripts/container_build.sh system
+USER 10001:10001
+# As citeqa: torch (CPU) then the project into /app/.venv, then the bundled index in /data/index
+# (which also caches the question embedder's ONNX export in /data/cache, so `serve` loads no torch).
+RUN bash scripts/container_build.sh app
 
 VOLUME ["/data"]
 EXPOSE 8000

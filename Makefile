@@ -5,7 +5,7 @@ CITEQA := $(VENV)/bin/citeqa
 STAMP := $(VENV)/.installed-stamp
 SQUAD ?= ../shared/benchmarks/squad
 
-.PHONY: check-install install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader fit-abstention eval-reader clean
+.PHONY: check-container check-install install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader fit-abstention eval-reader clean
 
 install: $(STAMP)  ## create .venv and install citeqa with its dev extras (torch 2.13.0 CPU first)
 
@@ -24,6 +24,9 @@ test: install  ## every test, the import layering, declared dependencies and the
 
 check-install:  ## the plain install users run (no extras) in a fresh venv, smoke-tested (~2 min)
 	bash scripts/check_install.sh
+
+check-container:  ## the Dockerfile's steps in a debootstrapped Debian bookworm root (root; ~4 min cold, ~3 min warm)
+	bash scripts/check_container.sh
 
 eval: install  ## our question set, in-process
 	$(CITEQA) eval
