@@ -5,7 +5,7 @@ CITEQA := $(VENV)/bin/citeqa
 STAMP := $(VENV)/.installed-stamp
 SQUAD ?= ../shared/benchmarks/squad
 
-.PHONY: check-container check-install install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader fit-abstention eval-reader clean
+.PHONY: train-retriever check-container check-install install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader fit-abstention eval-reader clean
 
 install: $(STAMP)  ## create .venv and install citeqa with its dev extras (torch 2.13.0 CPU first)
 
@@ -48,6 +48,10 @@ train-reader: install  ## train the span reader on CPU in three stages (~50 + ~4
 	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --output-dir models/reader/checkpoints --max-examples 19000 --neg-ratio 0.2 --epochs 1 --lr 8e-5 --batch-size 16 --seed 13 --threads 1 $(TRAIN_ARGS)
 	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --base-model models/reader/checkpoints/final --output-dir models/reader/checkpoints2 --max-examples 15000 --neg-ratio 0.2 --epochs 1 --lr 5e-5 --batch-size 16 --seed 14 --threads 1 $(TRAIN_ARGS)
 	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --base-model models/reader/checkpoints2/final --output-dir models/reader/checkpoints3 --max-examples 25000 --neg-ratio 0.2 --epochs 1 --lr 4e-5 --batch-size 16 --seed 15 --threads 1 $(TRAIN_ARGS)
+
+train-retriever: install  ## the question -> sentence bi-encoder (issue 12), stage 1 (~80 min on one thread; add --resume to continue)
+	OMP_NUM_THREADS=1 $(PY) scripts/train_retriever.py --prepare-only --squad-dir $(SQUAD)
+	OMP_NUM_THREADS=1 $(PY) scripts/train_retriever.py --squad-dir $(SQUAD) --stage 1 --examples 38400 --batch-size 64 $(TRAIN_ARGS)
 
 export-reader: install  ## export the trained reader to INT8 ONNX in models/reader/
 	OMP_NUM_THREADS=1 $(PY) scripts/export_reader.py --model models/reader/checkpoints3/final --out-dir models/reader --json models/reader/export_dev.json $(EXPORT_ARGS)
