@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -136,3 +137,44 @@ def bundled_index(bundled_qa) -> Path:
 def copy_index(source: Path, target: Path) -> Path:
     shutil.copytree(source, target, symlinks=True)
     return target
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(args: list[str], env: dict[str, str], log_path: Path,
+                   cwd: Path | None = None, command: str | None = None):
+    """``citeqa serve ARGS`` (``command``: another console script) on a free loopback port:
+    yields (url, process) once ``/ready`` answers, and stops it by its PID afterwards. A server
+    that exits before it is ready fails the test with its log."""
+    import subprocess
+
+    from citeqa.eval.runner import wait_until_ready
+
+    port = free_port()
+    cli = command or str(Path(sys.executable).parent / "citeqa")
+    log = open(log_path, "wb")  # a file, not a pipe: a full pipe would block the server
+    proc = subprocess.Popen([cli, "serve", *args, "--port", str(port)], env=env, cwd=cwd,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_until_ready(url, 120, alive=lambda: proc.poll() is None)
+        except (RuntimeError, TimeoutError):
+            pytest.fail(log_path.read_text(errors="replace"))
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from citeqa.eval.app import EvalOptions, run_eval
 from citeqa.eval.dataset import DatasetError
-from citeqa.eval.runner import wait_until_ready
-from tests.conftest import link_model_cache
+from tests.conftest import link_model_cache, running_server
 
 DOC = ("Tiny Town was founded in 1820 by river traders.\n\n"
        "The old bridge is made of red stone and spans the Tiny River.\n\n"
@@ -33,36 +28,16 @@ QUESTIONS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_cache):
     base = tmp_path_factory.mktemp("live")
     docs = base / "docs"
     docs.mkdir()
     (docs / "town.txt").write_text(DOC, encoding="utf-8")
-    port = _free_port()
     data = link_model_cache(base / "data", model_cache)
     env = {**os.environ, "CITEQA_DATA_DIR": str(data), "CITEQA_API_KEY": "k"}
-    cli = Path(sys.executable).parent / "citeqa"
-    log = open(base / "server.log", "wb")  # a file, not a pipe: a full pipe would block the server
-    proc = subprocess.Popen([str(cli), "serve", "--docs", str(docs), "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_ready(url, 120, alive=lambda: proc.poll() is None)
-        except RuntimeError:
-            pytest.fail((base / "server.log").read_text(errors="replace"))
+    with running_server(["--docs", str(docs)], env, base / "server.log") as (url, _):
         yield url, docs, base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def test_served_api_answers_and_rejects_bad_input(server) -> None:
@@ -108,41 +83,34 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tmp_path, model_cach
     import signal
     import threading
 
+    from citeqa.index.corpus import CorpusIndex
+
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "town.txt").write_text(DOC, encoding="utf-8")
     data = link_model_cache(tmp_path / "data", model_cache)
     env = {**os.environ, "CITEQA_DATA_DIR": str(data), "CITEQA_API_KEY": "k"}
-    cli = str(Path(sys.executable).parent / "citeqa")
-
-    port = _free_port()
-    proc = subprocess.Popen([cli, "serve", "--docs", str(docs), "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_ready(url, 120, alive=lambda: proc.poll() is None)
     # Long enough to embed for a while: the signal arrives while it is being indexed.
     text = "\n\n".join(f"Paragraph {i} says the ferry number {i} left the harbour at dawn."
                        for i in range(200))
     result: dict = {}
+    with running_server(["--docs", str(docs)], env, tmp_path / "server.log") as (url, proc):
+        def upload() -> None:
+            result["response"] = httpx.post(
+                f"{url}/documents", headers={"Authorization": "Bearer k"},
+                files=[("file", ("ferries.txt", text.encode()))], timeout=120)
 
-    def upload() -> None:
-        result["response"] = httpx.post(f"{url}/documents", headers={"Authorization": "Bearer k"},
-                                        files=[("file", ("ferries.txt", text.encode()))],
-                                        timeout=120)
-
-    thread = threading.Thread(target=upload)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not list((data / "index" / "uploads").glob("ferries.txt")):  # the upload is in
-        assert time.monotonic() < deadline, "the upload never started"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    thread.join(120)
-    assert proc.wait(timeout=120) == 0
+        thread = threading.Thread(target=upload)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not list((data / "index" / "uploads").glob("ferries.txt")):  # the upload is in
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        thread.join(120)
+        assert proc.wait(timeout=120) == 0
     assert result["response"].status_code == 201
     # What the next start loads: the saved index has the file, completely.
-    from citeqa.index.corpus import CorpusIndex
-
     index = CorpusIndex.load(data / "index")
     assert index.files["ferries.txt"].paragraphs == 200
     assert sum(u.file == "ferries.txt" for u in index.passages.units) >= 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import site
-import socket
 import subprocess
 import sys
 import zipfile
@@ -19,8 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from citeqa.eval.runner import wait_until_ready
-from tests.conftest import REPO, copy_index, link_model_cache
+from tests.conftest import REPO, copy_index, link_model_cache, running_server
 
 QUESTION = "why was the counter-ISIS campaign paused?"
 
@@ -107,23 +105,9 @@ def test_installed_citeqa_answers_from_another_directory(installed) -> None:
 
 def test_installed_citeqa_serves(installed) -> None:
     venv, env, work = installed
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(work / "serve.log", "wb")
-    proc = subprocess.Popen(["citeqa", "serve", "--port", str(port)], cwd=work, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_ready(url, 120, alive=lambda: proc.poll() is None)
-        except RuntimeError:
-            pytest.fail((work / "serve.log").read_text(errors="replace"))
+    with running_server([], env, work / "serve.log", cwd=work,
+                        command=str(venv / "bin" / "citeqa")) as (url, _):
         r = httpx.post(f"{url}/ask", json={"question": QUESTION}, timeout=60)
         assert r.status_code == 200 and not r.json()["no_answer"]
         page = httpx.get(f"{url}/", timeout=30)  # the web page, from the wheel's package data
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -19,8 +17,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from citeqa.eval.runner import wait_until_ready
-from tests.conftest import CORPUS, copy_index, link_model_cache
+from tests.conftest import CORPUS, copy_index, link_model_cache, running_server
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -46,12 +43,6 @@ INJECTION = ("The Zorblax festival <script>window.pwned=1</script> is held every
 INJECTED_QUESTION = "<b>x</b> when is the Zorblax festival held?"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_cache, bundled_index):
     """`citeqa serve` over the bundled articles, reusing the session's prebuilt index."""
@@ -60,27 +51,8 @@ def server(tmp_path_factory, model_cache, bundled_index):
     copy_index(bundled_index, data / "index")
     env = {**os.environ, "CITEQA_DATA_DIR": str(data), "CITEQA_API_KEY": KEY}
     env.pop("CITEQA_INDEX_DIR", None)
-    port = _free_port()
-    log_path = base / "server.log"
-    log = open(log_path, "wb")  # a file, not a pipe: a full pipe would block the server
-    cli = Path(sys.executable).parent / "citeqa"
-    proc = subprocess.Popen([str(cli), "serve", "--docs", str(CORPUS), "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_ready(url, 120, alive=lambda: proc.poll() is None)
-        except (RuntimeError, TimeoutError):
-            pytest.fail(log_path.read_text(errors="replace"))
+    with running_server(["--docs", str(CORPUS)], env, base / "server.log") as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
