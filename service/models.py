@@ -126,6 +126,33 @@ class Ready(BaseModel):
     detail: str | None = None
 
 
+class ErrorOut(BaseModel):
+    """Every error the HTTP API answers with (4xx, 5xx): one message for a person."""
+
+    error: str
+    detail: list[dict[str, Any]] | None = Field(
+        None, description="422 for a malformed request only: the problems, field by field")
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: the error statuses it can answer with, each with the
+    ``{"error": ...}`` body, so the OpenAPI schema documents what the API really returns."""
+    return {code: {"model": ErrorOut, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "the body is not parseable (e.g. invalid JSON)",
+    401: "missing or wrong API key",
+    403: "writes are disabled: no API key is configured",
+    404: "no such document or paragraph",
+    409: "the document belongs to the read-only source folder",
+    413: "the body (or one file, or the number of files) is over its limit",
+    415: "the body is not multipart/form-data",
+    422: "invalid request: the message says which field or file and why",
+    503: "busy (question queue full; see Retry-After) or the index is not loaded",
+}
+
+
 def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
     """One line for the user from pydantic's (or FastAPI's) ``exc.errors()``:
     ``field: problem; ...``."""

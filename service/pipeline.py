@@ -12,6 +12,7 @@ The index is replaced copy-on-write: ``ask`` works on the snapshot it started wi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import unicodedata
 import threading
@@ -348,7 +349,10 @@ class QA:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    # Not ".{name}.tmp": for a valid name of 255 bytes that is too long for the file system (an
+    # OSError, answered 500). A short name derived from it instead: hidden, so a leftover is
+    # never indexed, and the same for the same file, so its next upload overwrites a leftover.
+    tmp = path.with_name(f".{hashlib.sha256(path.name.encode()).hexdigest()[:16]}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 

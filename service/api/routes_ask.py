@@ -4,13 +4,14 @@ from fastapi import APIRouter, Depends, Request
 
 from citeqa.service.api.deps import get_qa, require_read_key
 from citeqa.service.api.observe import admitted
-from citeqa.service.models import AskRequest, AskResponse, SearchRequest, SearchResponse
+from citeqa.service.models import (AskRequest, AskResponse, SearchRequest, SearchResponse,
+                                   error_responses)
 from citeqa.service.pipeline import QA
 
 # Questions take a place in the bounded queue (503 with Retry-After when it is full).
 router = APIRouter(tags=["questions"],
                    dependencies=[Depends(require_read_key), Depends(admitted)],
-                   responses={503: {"description": "busy (queue full) or the index is loading"}})
+                   responses=error_responses(400, 401, 413, 422, 503))
 
 
 @router.post("/ask", response_model=AskResponse)

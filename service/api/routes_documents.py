@@ -8,20 +8,22 @@ from starlette.exceptions import HTTPException
 from citeqa.index.errors import InvalidInput
 from citeqa.service.api.deps import get_qa, require_read_key, require_write_key
 from citeqa.service.api.limits import too_large
-from citeqa.service.models import DocumentList, ParagraphOut, UploadResult
+from citeqa.service.models import DocumentList, ParagraphOut, UploadResult, error_responses
 from citeqa.service.pipeline import QA
 
 router = APIRouter(prefix="/documents", tags=["documents"])
 
 
-@router.get("", response_model=DocumentList, dependencies=[Depends(require_read_key)])
+@router.get("", response_model=DocumentList, dependencies=[Depends(require_read_key)],
+            responses=error_responses(401, 413, 422, 503))
 def list_documents(qa: QA = Depends(get_qa)) -> DocumentList:
     """Indexed files with their paragraph counts and content hashes."""
     return DocumentList(documents=qa.documents())
 
 
 @router.get("/{file}/paragraphs/{number}", response_model=ParagraphOut,
-            dependencies=[Depends(require_read_key)])
+            dependencies=[Depends(require_read_key)],
+            responses=error_responses(401, 404, 413, 422, 503))
 def get_paragraph(file: str, number: int, qa: QA = Depends(get_qa)) -> ParagraphOut:
     """Resolve a citation: the paragraph's exact text and offsets."""
     return qa.paragraph(file, number)
@@ -29,10 +31,15 @@ def get_paragraph(file: str, number: int, qa: QA = Depends(get_qa)) -> Paragraph
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadResult,
              dependencies=[Depends(require_write_key)],
+             responses=error_responses(401, 403, 413, 415, 422, 503),
              openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
                  "type": "object", "required": ["file"],
                  "properties": {"file": {"type": "array",
-                                         "items": {"type": "string", "format": "binary"}}}}}}}})
+                                         "items": {"type": "string", "format": "binary"}}}},
+                 # The part's file name is the document's name (.txt, .md, .markdown, .text).
+                 "encoding": {"file": {"headers": {"Content-Disposition": {
+                     "schema": {"type": "string"},
+                     "example": 'form-data; name="file"; filename="notes.txt"'}}}}}}}})
 async def upload_documents(request: Request, qa: QA = Depends(get_qa)) -> UploadResult:
     """Add or replace files (multipart ``file`` parts) and index them before responding."""
     s = qa.settings
@@ -64,7 +71,8 @@ async def upload_documents(request: Request, qa: QA = Depends(get_qa)) -> Upload
 
 
 @router.delete("/{file}", status_code=status.HTTP_204_NO_CONTENT,
-               dependencies=[Depends(require_write_key)])
+               dependencies=[Depends(require_write_key)],
+               responses=error_responses(401, 403, 404, 409, 413, 422, 503))
 def delete_document(file: str, qa: QA = Depends(get_qa)) -> Response:
     """Remove an uploaded file and its index entries."""
     qa.remove_document(file)
