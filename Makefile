@@ -5,7 +5,7 @@ CITEQA := $(VENV)/bin/citeqa
 STAMP := $(VENV)/.installed-stamp
 SQUAD ?= ../shared/benchmarks/squad
 
-.PHONY: train-retriever check-container check-install install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader fit-abstention eval-reader clean
+.PHONY: stress train-retriever check-container check-install install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader fit-abstention eval-reader clean
 
 install: $(STAMP)  ## create .venv and install citeqa with its dev extras (torch 2.13.0 CPU first)
 
@@ -21,6 +21,9 @@ test: install  ## every test, the import layering, declared dependencies and the
 	$(VENV)/bin/deptry index service eval citeqa
 	$(VENV)/bin/hadolint Dockerfile
 	$(PY) -m pytest
+
+stress: install  ## SIGKILL loops (citeqa index, serve during an upload) and the 60 s load + overload test (~9 min); see docs/reliability.md
+	$(PY) scripts/stress.py $(STRESS_ARGS)
 
 check-install:  ## the plain install users run (no extras) in a fresh venv, smoke-tested (~2 min)
 	bash scripts/check_install.sh

@@ -3,8 +3,10 @@ and a manifest; saved atomically as numbered generations behind a ``CURRENT`` po
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -18,6 +20,19 @@ from citeqa.index.units import UNITS_VERSION, Paragraph
 
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
+# Files of a generation that are derived from the others: when one is missing, unreadable or
+# fails its checksum, it is rebuilt on load instead of failing.
+_LEXICAL = ("lexical_passages", "lexical_sentences")
+
+
+def rebuild_hint(index_dir: Path) -> str:
+    return (f"Rebuild it with `citeqa index DIR --rebuild --index-dir {index_dir}` "
+            "(DIR: your articles folder), or point --index-dir elsewhere.")
+
+
+def _damaged(path: Path, what: str, index_dir: Path) -> IndexProblem:
+    return IndexProblem(f"{path}: {what}. The index in {index_dir} cannot be used as it is. "
+                        + rebuild_hint(index_dir))
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,17 @@ class CorpusIndex:
 
         A crash at any point leaves ``CURRENT`` naming the previous complete generation.
         """
+        try:
+            return self._save(index_dir)
+        except OSError as exc:
+            where = exc.filename or index_dir
+            raise IndexWriteError(
+                f"cannot write the index in {index_dir}: {exc.strerror or exc} ({where}). "
+                "Make that folder writable, free some space, or point --index-dir "
+                "(CITEQA_INDEX_DIR, CITEQA_DATA_DIR) at a writable folder; the previous index "
+                "is unchanged.") from exc
+
+    def _save(self, index_dir: Path) -> Path:
         index_dir.mkdir(parents=True, exist_ok=True)
         name = f"gen-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
         tmp = index_dir / f".{name}.tmp"
@@ -147,6 +173,10 @@ class CorpusIndex:
             "files": {name: asdict(info) for name, info in sorted(self.files.items())},
             "counts": {"passages": len(self.passages), "sentences": len(self.sentences)},
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            # sha256 of every other file of the generation: damage is found on load instead of
+            # giving wrong answers (older manifests without it load as before).
+            "checksums": {path.relative_to(directory).as_posix(): _sha256(path)
+                          for path in sorted(directory.rglob("*")) if path.is_file()},
         }
         # The manifest is written last: a generation without one is incomplete by definition.
         (directory / "manifest.json").write_text(
@@ -158,39 +188,149 @@ class CorpusIndex:
 
     @classmethod
     def load(cls, index_dir: Path, expected: IndexConfig | None = None) -> CorpusIndex:
+        """Load the current generation. Damage (a truncated or corrupted file, a manifest of
+        another model or format, counts that disagree) raises an ``IndexProblem`` naming the
+        file and the command that fixes it; derived files (the FAISS index, the lexical
+        indexes) are rebuilt from the others instead."""
         pointer = index_dir / CURRENT
         if not pointer.is_file():
             raise IndexNotFoundError(f"no index in {index_dir}")
-        generation = index_dir / pointer.read_text(encoding="utf-8").strip()
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _damaged(pointer, f"unreadable generation pointer ({exc})", index_dir) from None
+        generation = index_dir / name
+        if not _GENERATION.match(name) or not generation.is_dir():
+            raise _damaged(pointer, f"names no index generation ({name[:80]!r})", index_dir)
         manifest_path = generation / "manifest.json"
         if not manifest_path.is_file():
-            raise IndexProblem(f"{generation}: incomplete index generation (no manifest)")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = {name: FileInfo(**info) for name, info in manifest.pop("files").items()}
-        manifest.pop("counts", None)
-        manifest.pop("saved_at", None)
+            raise _damaged(generation, "incomplete index generation (no manifest)", index_dir)
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
+            files = {name: FileInfo(**info) for name, info in manifest.pop("files").items()}
+            counts = manifest.pop("counts", None)
+            checksums = manifest.pop("checksums", None)
+            manifest.pop("saved_at", None)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise _damaged(manifest_path, f"unreadable manifest ({type(exc).__name__}: "
+                           f"{str(exc)[:200]})", index_dir) from None
         try:
             config = IndexConfig(**manifest)
         except TypeError as exc:
-            raise IndexMismatchError(f"{index_dir}: unreadable manifest ({exc})") from None
+            raise IndexMismatchError(
+                f"{manifest_path}: a manifest of another citeqa version or format ({exc}). "
+                + rebuild_hint(index_dir)) from None
+        if config.format_version != FORMAT_VERSION:
+            raise IndexMismatchError(
+                f"{manifest_path}: index format_version {config.format_version!r}, this citeqa "
+                f"reads {FORMAT_VERSION}. " + rebuild_hint(index_dir))
         if expected is not None:
             check_compatible(config, expected, index_dir)
+        stale = _verify_checksums(generation, checksums, index_dir)
         paragraphs: dict[str, list[Paragraph]] = {}
-        with open(generation / "paragraphs.jsonl", encoding="utf-8") as f:
-            for line in f:
-                p = Paragraph(*json.loads(line))
-                paragraphs.setdefault(p.file, []).append(p)
-        passages = open_store(config.store, generation / "passages", config.dim, config.index_type)
-        sentences = open_store(config.store, generation / "sentences", config.dim,
-                               config.index_type)
+        paragraphs_path = generation / "paragraphs.jsonl"
         try:
-            p_lex = Bm25Index.load(generation / "lexical_passages", len(passages))
-            s_lex = Bm25Index.load(generation / "lexical_sentences", len(sentences))
-        except (OSError, ValueError):
+            with open(paragraphs_path, encoding="utf-8") as f:
+                for line in f:
+                    p = Paragraph(*json.loads(line))
+                    paragraphs.setdefault(p.file, []).append(p)
+        except (OSError, ValueError, TypeError) as exc:
+            raise _damaged(paragraphs_path, f"unreadable ({type(exc).__name__}: "
+                           f"{str(exc)[:200]})", index_dir) from None
+        stores = []
+        for kind in ("passages", "sentences"):
+            where = generation / kind
+            try:
+                store = open_store(config.store, where, config.dim, config.index_type)
+            except IndexProblem as exc:
+                raise IndexProblem(f"{exc} " + rebuild_hint(index_dir)) from None
+            except (OSError, ValueError, TypeError, EOFError, RuntimeError) as exc:
+                raise _damaged(where, f"unreadable vector store ({type(exc).__name__}: "
+                               f"{str(exc)[:200]})", index_dir) from None
+            derived = getattr(store, "derived_files", ())
+            if any(f"{kind}/{d}" in stale for d in derived):
+                store.forget_derived()  # rebuilt from the verified vectors on first search
+            stores.append(store)
+        passages, sentences = stores
+        _check_consistent(manifest_path, index_dir, files, counts, paragraphs, passages,
+                          sentences)
+        p_lex = s_lex = None
+        if not any(name in stale for name in _LEXICAL):
+            try:
+                p_lex = Bm25Index.load(generation / "lexical_passages", len(passages))
+                s_lex = Bm25Index.load(generation / "lexical_sentences", len(sentences))
+            except Exception:  # noqa: BLE001 - any damage: it is rebuilt just below
+                p_lex = s_lex = None
+        if p_lex is None or s_lex is None:
             # The lexical index is derived from the unit texts: rebuild rather than fail.
             p_lex = Bm25Index.build([u.text for u in passages.units])
             s_lex = Bm25Index.build([u.text for u in sentences.units])
         return cls(config, files, paragraphs, passages, sentences, p_lex, s_lex)
+
+
+_GENERATION = re.compile(r"^gen-[0-9]{14}-[0-9a-f]{8}$")
+
+
+class IndexWriteError(IndexProblem, OSError):
+    """The index folder cannot be written (permissions, a full disk)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_checksums(generation: Path, checksums: object, index_dir: Path) -> set[str]:
+    """Check every file the manifest lists; return the damaged derived ones (to rebuild)."""
+    if checksums is None:  # a generation saved before checksums were recorded
+        return set()
+    if not isinstance(checksums, dict):
+        raise _damaged(generation / "manifest.json", "unreadable manifest (checksums)",
+                       index_dir)
+    stale: set[str] = set()
+    for rel, digest in checksums.items():
+        path = generation / rel
+        try:
+            ok = path.is_file() and _sha256(path) == digest
+        except OSError:
+            ok = False
+        if ok:
+            continue
+        top, _, leaf = rel.partition("/")
+        if top in _LEXICAL or leaf == "faiss.index":
+            stale.add(top if top in _LEXICAL else rel)
+            continue
+        raise _damaged(path, "missing or damaged (its checksum does not match the manifest)",
+                       index_dir)
+    return stale
+
+
+def _check_consistent(manifest_path: Path, index_dir: Path, files: dict[str, FileInfo],
+                      counts: object, paragraphs: dict[str, list[Paragraph]], passages: Store,
+                      sentences: Store) -> None:
+    problems = []
+    if isinstance(counts, dict) and (counts.get("passages"), counts.get("sentences")) != (
+            len(passages), len(sentences)):
+        problems.append(f"counts {counts} but {len(passages)} passages and {len(sentences)} "
+                        "sentences stored")
+    if set(paragraphs) != {f for f, info in files.items() if info.paragraphs}:
+        problems.append("the paragraph table and the file list disagree")
+    else:
+        bad = [f for f, info in files.items()
+               if len(paragraphs.get(f, ())) != info.paragraphs]
+        if bad:
+            problems.append(f"paragraph counts disagree for {', '.join(sorted(bad)[:3])}")
+    unknown = {u.file for u in passages.units} | {u.file for u in sentences.units}
+    unknown -= set(files)
+    if unknown:
+        problems.append(f"units of files not in the manifest ({', '.join(sorted(unknown)[:3])})")
+    if problems:
+        raise _damaged(manifest_path, "inconsistent index: " + "; ".join(problems), index_dir)
 
 
 def check_compatible(found: IndexConfig, expected: IndexConfig, where: Path) -> None:

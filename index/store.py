@@ -20,7 +20,7 @@ from typing import Protocol
 import faiss
 import numpy as np
 
-from citeqa.index.errors import InvalidInput
+from citeqa.index.errors import IndexProblem, InvalidInput
 from citeqa.index.units import Unit
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
@@ -159,20 +159,44 @@ class FaissStore:
             self._faiss = self._build()
         faiss.write_index(self._faiss, str(directory / "faiss.index"))
 
+    # Files ``save`` writes that are derived from the others: the index rebuilds them when
+    # they are damaged (``forget_derived``) instead of failing.
+    derived_files = ("faiss.index",)
+
+    def forget_derived(self) -> None:
+        """Drop the loaded FAISS index: it is rebuilt from the vectors on the next search."""
+        self._faiss = None
+
     @classmethod
     def load(cls, directory: Path, dim: int, index_type: str = "flat") -> FaissStore:
+        """Load a saved store; a damaged unit table or vector file raises ``IndexProblem``
+        naming it, an unreadable or stale FAISS file is rebuilt from the vectors."""
         store = cls(dim, index_type)
-        with open(directory / "units.jsonl", encoding="utf-8") as f:
-            store._units = [Unit(*json.loads(line)) for line in f]
-        store._vectors = np.load(directory / "vectors.npy")
-        if store._vectors.shape != (len(store._units), dim):
-            raise ValueError(
-                f"{directory}: vectors {store._vectors.shape} do not match "
-                f"{len(store._units)} units of dimension {dim}"
+        units_path, vectors_path = directory / "units.jsonl", directory / "vectors.npy"
+        try:
+            with open(units_path, encoding="utf-8") as f:
+                store._units = [Unit(*json.loads(line)) for line in f]
+        except (OSError, ValueError, TypeError) as exc:
+            raise IndexProblem(f"{units_path}: unreadable unit table ({type(exc).__name__}: "
+                               f"{str(exc)[:200]}).") from None
+        try:
+            vectors = np.load(vectors_path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise IndexProblem(f"{vectors_path}: unreadable vectors ({type(exc).__name__}: "
+                               f"{str(exc)[:200]}).") from None
+        if vectors.dtype != np.float32 or vectors.shape != (len(store._units), dim):
+            raise IndexProblem(
+                f"{vectors_path}: vectors {vectors.dtype} {vectors.shape} do not match "
+                f"{len(store._units)} units of dimension {dim}."
             )
-        index = faiss.read_index(str(directory / "faiss.index"))
+        store._vectors = vectors
+        try:
+            index = faiss.read_index(str(directory / "faiss.index"))
+        except RuntimeError:  # missing or unreadable: derived from the vectors, so rebuild
+            index = None
         # A FAISS file that disagrees with the table is never trusted: rebuild from vectors.
-        store._faiss = index if index.ntotal == len(store._units) and index.d == dim else None
+        store._faiss = (index if index is not None and index.ntotal == len(store._units)
+                        and index.d == dim else None)
         return store
 
 

@@ -211,3 +211,6 @@ def test_errors_never_show_stack_traces_or_server_paths(make_qa, monkeypatch) ->
         assert str(qa.settings.resolved_index_dir) not in r.text and "Traceback" not in r.text
         r = c.get("/documents/nothing.txt/paragraphs/1")
         assert r.status_code == 404 and str(qa.settings.docs_dir) not in r.text
+        r = c.delete("/documents/000_75612bb2e23990a7.txt", headers=AUTH)  # a source file
+        assert r.status_code == 409 and "$CITEQA_DOCS_DIR" in r.json()["error"]
+        assert str(qa.settings.docs_dir) not in r.text

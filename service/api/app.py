@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -31,6 +32,18 @@ def _error(status: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+def public_message(message: str, settings: Settings) -> str:
+    """A message for clients: the server's folders appear by their setting's name, never as
+    paths (the server log keeps the full message)."""
+    folders = {settings.resolved_index_dir: "$CITEQA_INDEX_DIR", settings.data_dir:
+               "$CITEQA_DATA_DIR", Path(settings.docs_dir): "$CITEQA_DOCS_DIR"}
+    # Longest first: the index folder usually lies inside the data folder.
+    for folder, name in sorted(folders.items(), key=lambda kv: -len(str(kv[0]))):
+        for form in {str(folder), str(folder.resolve())}:
+            message = message.replace(form, name)
+    return message
+
+
 def create_app(settings: Settings | None = None, qa: QA | None = None) -> FastAPI:
     """``qa``: an already started QA (tests, embedding apps); otherwise one is built from
     ``settings`` and started (index loaded or updated) before the first request."""
@@ -48,7 +61,7 @@ def create_app(settings: Settings | None = None, qa: QA | None = None) -> FastAP
                     log.warning("skipped: %s", problem)
             except (CiteQAError, OSError) as exc:
                 # Stay up and say why on /ready, rather than crash-looping.
-                app.state.startup_error = str(exc)
+                app.state.startup_error = public_message(str(exc), qa.settings)
                 log.error("index not loaded: %s", exc)
         yield
 
@@ -89,7 +102,9 @@ def create_app(settings: Settings | None = None, qa: QA | None = None) -> FastAP
 
     @app.exception_handler(CiteQAError)
     async def _citeqa(request: Request, exc: CiteQAError) -> JSONResponse:
-        return _error(exc.status, str(exc))
+        if exc.status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        return _error(exc.status, public_message(str(exc), qa.settings))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
