@@ -3,7 +3,6 @@ and a manifest; saved atomically as numbered generations behind a ``CURRENT`` po
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -13,6 +12,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from citeqa.index.documents import file_sha256
 from citeqa.index.errors import IndexMismatchError, IndexNotFoundError, IndexProblem
 from citeqa.index.lexical import Bm25Index
 from citeqa.index.store import Store, new_store, open_store
@@ -175,7 +175,7 @@ class CorpusIndex:
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             # sha256 of every other file of the generation: damage is found on load instead of
             # giving wrong answers (older manifests without it load as before).
-            "checksums": {path.relative_to(directory).as_posix(): _sha256(path)
+            "checksums": {path.relative_to(directory).as_posix(): file_sha256(path)
                           for path in sorted(directory.rglob("*")) if path.is_file()},
         }
         # The manifest is written last: a generation without one is incomplete by definition.
@@ -277,14 +277,6 @@ class IndexWriteError(IndexProblem, OSError):
     """The index folder cannot be written (permissions, a full disk)."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify_checksums(generation: Path, checksums: object, index_dir: Path) -> set[str]:
     """Check every file the manifest lists; return the damaged derived ones (to rebuild)."""
     if checksums is None:  # a generation saved before checksums were recorded
@@ -296,7 +288,7 @@ def _verify_checksums(generation: Path, checksums: object, index_dir: Path) -> s
     for rel, digest in checksums.items():
         path = generation / rel
         try:
-            ok = path.is_file() and _sha256(path) == digest
+            ok = path.is_file() and file_sha256(path) == digest
         except OSError:
             ok = False
         if ok:

@@ -42,7 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 from citeqa import QA, Settings  # noqa: E402
 from citeqa.eval.app import EvalOptions, prepare_datasets  # noqa: E402
-from citeqa.service.abstention import AbstentionModel, file_sha256, reader_margin  # noqa: E402
+from citeqa.index.documents import file_sha256  # noqa: E402
+from citeqa.service.abstention import AbstentionModel, reader_margin  # noqa: E402
 from citeqa.service.reader.onnx_reader import OnnxReader  # noqa: E402
 from training.abstention_fit import fit_logistic, save_model  # noqa: E402
 

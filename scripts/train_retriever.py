@@ -48,12 +48,12 @@ from pathlib import Path
 
 import numpy as np
 
+from citeqa.index.documents import file_sha256
 from training.retriever_data import (
     EvalSet,
     Example,
     build_examples,
     eval_set,
-    file_sha256,
     load_articles,
     load_split,
     padded_norm,

@@ -15,7 +15,6 @@ articles of ``split.json`` plus our question set; serving only loads the fitted 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import TypeVar
 
+from citeqa.index.documents import file_sha256
 from citeqa.index.errors import ModelNotFound
 
 # The sentence extractor's abstention threshold on its 0..1 cross-encoder score: the sweep's
@@ -57,15 +57,6 @@ def cut(answers: Iterable[A], threshold: float,
 def reader_margin(span_score: float, null_score: float) -> float:
     """Span score minus null score (> 0: the reader prefers the span to "no answer")."""
     return max(span_score, MARGIN_FLOOR + null_score) - null_score
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a (possibly large) file, read block by block."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -178,3 +178,17 @@ def running_server(args: list[str], env: dict[str, str], log_path: Path,
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch, model_cache, embedder, cross_encoder) -> Path:
+    """For tests of the ``citeqa`` command in-process: a data folder of its own, and the
+    session's models. The CLI builds its QA from settings as always, but gets the models every
+    other test shares instead of loading them again (loading them from settings is covered by
+    the server, wheel and from_directory tests)."""
+    monkeypatch.setenv("CITEQA_DATA_DIR", str(link_model_cache(tmp_path / "data", model_cache)))
+    monkeypatch.setattr("citeqa.service.pipeline.SentenceTransformerEmbedder",
+                        lambda *args, **kwargs: embedder)
+    monkeypatch.setattr("citeqa.service.pipeline.make_cross_encoder",
+                        lambda spec, **kwargs: None if spec == "off" else cross_encoder)
+    return tmp_path

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from citeqa.service.abstention import (
-    FILE_NAME, MARGIN_FLOOR, SENTENCE_THRESHOLD, AbstentionModel, cut, file_sha256,
+    FILE_NAME, MARGIN_FLOOR, SENTENCE_THRESHOLD, AbstentionModel, cut,
     reader_margin, resolve_threshold,
 )
+from citeqa.index.documents import file_sha256
 from citeqa.service.extract import Extracted
 from training.abstention_fit import fit_logistic, save_model
 

@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from citeqa.cli import app
 
-from tests.conftest import copy_index, link_model_cache
+from tests.conftest import copy_index
 
 runner = CliRunner()
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch, model_cache, embedder, cross_encoder):
-    """A data folder of its own, and the session's models: the CLI builds its QA from settings
-    as always, but gets the models every other test shares instead of loading them again
-    (loading them from settings is covered by the server, wheel and from_directory tests)."""
-    monkeypatch.setenv("CITEQA_DATA_DIR", str(link_model_cache(tmp_path / "data", model_cache)))
-    monkeypatch.setattr("citeqa.service.pipeline.SentenceTransformerEmbedder",
-                        lambda *args, **kwargs: embedder)
-    monkeypatch.setattr("citeqa.service.pipeline.make_cross_encoder",
-                        lambda spec, **kwargs: None if spec == "off" else cross_encoder)
-    return tmp_path
-
-
-def test_index_ask_search(env, docs_copy) -> None:
-    idx = str(env / "idx")
+def test_index_ask_search(cli_env, docs_copy) -> None:
+    idx = str(cli_env / "idx")
     r = runner.invoke(app, ["index", str(docs_copy), "--index-dir", idx])
     assert r.exit_code == 0, r.output
     assert "indexed 3 files" in r.output and "3 added" in r.output
@@ -50,15 +36,15 @@ def test_index_ask_search(env, docs_copy) -> None:
     assert r.exit_code == 0 and r.output.count("¶") == 2
 
 
-def test_cli_errors_are_messages_not_tracebacks(env, docs_copy) -> None:
-    r = runner.invoke(app, ["index", str(env / "missing")])
+def test_cli_errors_are_messages_not_tracebacks(cli_env, docs_copy) -> None:
+    r = runner.invoke(app, ["index", str(cli_env / "missing")])
     assert r.exit_code != 0 and "not a directory" in r.output
-    r = runner.invoke(app, ["ask", "   ", "--docs", str(docs_copy), "--index-dir", str(env / "i")])
+    r = runner.invoke(app, ["ask", "   ", "--docs", str(docs_copy), "--index-dir", str(cli_env / "i")])
     assert r.exit_code != 0 and "empty or whitespace" in r.output
     r = runner.invoke(app, ["ask", "ok?", "--top-k", "0", "--docs", str(docs_copy),
-                            "--index-dir", str(env / "i")])
+                            "--index-dir", str(cli_env / "i")])
     assert r.exit_code != 0 and "top_k" in r.output
-    r = runner.invoke(app, ["eval", "--squad", str(env / "nope.json")])
+    r = runner.invoke(app, ["eval", "--squad", str(cli_env / "nope.json")])
     assert r.exit_code != 0 and "not found" in r.output
     r = runner.invoke(app, ["eval", "--sweep", "--url", "http://127.0.0.1:9"])
     assert r.exit_code != 0 and "in-process" in r.output
@@ -68,16 +54,16 @@ def test_cli_errors_are_messages_not_tracebacks(env, docs_copy) -> None:
         assert "Traceback" not in result.output
 
 
-def test_index_reports_skipped_files_and_exits_nonzero(env, docs_copy, bundled_index) -> None:
-    idx = copy_index(bundled_index, env / "idx")  # the 3 good files are indexed already
+def test_index_reports_skipped_files_and_exits_nonzero(cli_env, docs_copy, bundled_index) -> None:
+    idx = copy_index(bundled_index, cli_env / "idx")  # the 3 good files are indexed already
     (docs_copy / "broken.txt").write_bytes(b"\xff\xfe\x00bad")
     r = runner.invoke(app, ["index", str(docs_copy), "--index-dir", str(idx)])
     assert r.exit_code == 1
     assert "broken.txt" in r.output and "indexed 3 files" in r.output
 
 
-def test_index_built_with_another_model_fails_clearly(env, docs_copy, bundled_index) -> None:
-    idx = copy_index(bundled_index, env / "idx")
+def test_index_built_with_another_model_fails_clearly(cli_env, docs_copy, bundled_index) -> None:
+    idx = copy_index(bundled_index, cli_env / "idx")
     generation = idx / (idx / "CURRENT").read_text().strip()
     manifest = json.loads((generation / "manifest.json").read_text())
     manifest.update(embedding_model="sentence-transformers/all-mpnet-base-v2", dim=768)
@@ -90,14 +76,14 @@ def test_index_built_with_another_model_fails_clearly(env, docs_copy, bundled_in
     assert r.exit_code == 0 and "3 added" in r.output, r.output
 
 
-def test_a_broken_reader_abstention_file_is_a_message(env, docs_copy, monkeypatch) -> None:
+def test_a_broken_reader_abstention_file_is_a_message(cli_env, docs_copy, monkeypatch) -> None:
     from tests.conftest import link_reader
 
-    reader = link_reader(env / "reader")
+    reader = link_reader(cli_env / "reader")
     (reader / "abstention.json").write_text('{"rerank": "x"}', encoding="utf-8")
     monkeypatch.setenv("CITEQA_EXTRACTOR", "reader")
     monkeypatch.setenv("CITEQA_READER_PATH", str(reader))
     r = runner.invoke(app, ["ask", "who is the chairman of the Joint Chiefs of Staff?",
-                            "--docs", str(docs_copy), "--index-dir", str(env / "i")])
+                            "--docs", str(docs_copy), "--index-dir", str(cli_env / "i")])
     assert r.exit_code == 2 and "not an abstention model" in r.output
     assert "Traceback" not in r.output

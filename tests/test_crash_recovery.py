@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from citeqa.index.corpus import CURRENT, CorpusIndex, IndexWriteError
 from citeqa.index.errors import CiteQAError, IndexMismatchError, IndexProblem
-from tests.conftest import copy_index, link_model_cache
+from tests.conftest import copy_index
 
 QUERIES = ["why was the counter-ISIS campaign paused?", "Kurdish partners", "Esper Syria impact"]
 DERIVED = ("faiss.index", "lexical_passages", "lexical_sentences")
@@ -201,17 +201,6 @@ def test_save_failure_keeps_the_previous_index(bundled_index, bundled_qa, tmp_pa
 
 
 # -- through the CLI and the server -------------------------------------------------------------
-
-@pytest.fixture
-def cli_env(tmp_path, monkeypatch, model_cache, embedder, cross_encoder):
-    """As tests/test_cli.py: the CLI builds its QA from settings, with the session's models."""
-    monkeypatch.setenv("CITEQA_DATA_DIR", str(link_model_cache(tmp_path / "data", model_cache)))
-    monkeypatch.setattr("citeqa.service.pipeline.SentenceTransformerEmbedder",
-                        lambda *args, **kwargs: embedder)
-    monkeypatch.setattr("citeqa.service.pipeline.make_cross_encoder",
-                        lambda spec, **kwargs: None if spec == "off" else cross_encoder)
-    return tmp_path
-
 
 def test_cli_on_a_damaged_index_exits_2_with_the_message(cli_env, bundled_index) -> None:
     from citeqa.cli import app

@@ -24,7 +24,6 @@ articles are refused, whatever file they come from.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import random
 from collections import Counter
@@ -32,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from citeqa.index.documents import file_sha256
 from citeqa.index.lexical import Bm25Index
 from citeqa.index.units import DocumentUnits, Unit, split_document
 from citeqa.service.normalize import normalize_answer
@@ -300,12 +300,6 @@ def read_examples(path: Path) -> list[Example]:
         return [Example.from_json(line) for line in fh if line.strip()]
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- evaluation data
