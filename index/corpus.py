@@ -335,7 +335,7 @@ def check_compatible(found: IndexConfig, expected: IndexConfig, where: Path) -> 
     ]
     raise IndexMismatchError(
         f"the index in {where} was built with different settings ({'; '.join(diffs)}). "
-        "Rebuild it with `citeqa index DIR --rebuild` or point --index-dir elsewhere."
+        + rebuild_hint(where)
     )
 
 

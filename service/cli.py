@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from pydantic import ValidationError
 
-from citeqa.index.errors import CiteQAError
-from citeqa.service.models import AskRequest, validation_message
+from citeqa.index.errors import CiteQAError, InvalidInput
+from citeqa.service.models import AskRequest, validated
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Extractive question answering over your articles, with exact citations.")
@@ -31,9 +30,9 @@ def load_settings(**values: Any):
     from citeqa.service.settings import Settings
 
     try:
-        return Settings(**{k: v for k, v in values.items() if v is not None})
-    except ValidationError as exc:
-        fail(validation_message(exc.errors()))
+        return validated(Settings, **{k: v for k, v in values.items() if v is not None})
+    except InvalidInput as exc:
+        fail(str(exc))
 
 
 def _progress_bar(desc: str):
@@ -134,9 +133,9 @@ def index_cmd(directory: Path = typer.Argument(..., help="folder of articles"),
 def _query(kind: str, question: str, top_k: int, as_json: bool, docs: Path | None,
            index_dir: Path | None) -> None:
     try:  # the request is checked before any model is loaded
-        AskRequest(question=question, top_k=top_k)
-    except ValidationError as exc:
-        fail(validation_message(exc.errors()))
+        validated(AskRequest, question=question, top_k=top_k)
+    except InvalidInput as exc:
+        fail(str(exc))
     qa, _ = _open_qa(docs, index_dir)
     try:
         response = qa.ask(question, top_k=top_k) if kind == "ask" else qa.search(question, top_k=top_k)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from citeqa.index.errors import InvalidInput
 
 MAX_QUESTION_CHARS = 1000
 MAX_TOP_K = 50
@@ -161,3 +163,15 @@ def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         parts.append(f"{where}: {err['msg']}" if where else err["msg"])
     return "; ".join(parts)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(model: type[Model], /, **values: Any) -> Model:
+    """``model(**values)``, or ``InvalidInput`` with :func:`validation_message`'s line: how
+    the Python API and the CLI check what a user gives them."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise InvalidInput(validation_message(exc.errors())) from None

@@ -12,7 +12,6 @@ The index is replaced copy-on-write: ``ask`` works on the snapshot it started wi
 
 from __future__ import annotations
 
-import hashlib
 import os
 import unicodedata
 import threading
@@ -22,12 +21,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pydantic import ValidationError
-
 from citeqa.index.build import Progress, UpdateReport, apply_changes, sync_sources
 from citeqa.index.corpus import CorpusIndex, IndexConfig
 from citeqa.index.documents import (
-    Document, decode_document, read_document, scan_directory, validate_name,
+    Document, content_hash, decode_document, read_document, scan_directory, validate_name,
 )
 from citeqa.index.embed import Embedder, SentenceTransformerEmbedder
 from citeqa.index.errors import (
@@ -37,7 +34,7 @@ from citeqa.service.abstention import cut, resolve_threshold
 from citeqa.service.extract import Extracted, Extractor, ReaderExtractor, SentenceExtractor
 from citeqa.service.models import (
     Answer, AskRequest, AskResponse, Citation, Context, DocumentInfo, IndexStats, ParagraphOut,
-    Passage, SearchRequest, SearchResponse, validation_message,
+    Passage, SearchRequest, SearchResponse, validated,
 )
 from citeqa.service.rerank import CrossEncoder, Ranking, Reranker, make_cross_encoder
 from citeqa.service.retrieve import HybridRetriever
@@ -51,11 +48,8 @@ class QA:
         QA instances (otherwise they are built from the settings). Models passed in stay the
         caller's: :meth:`close` releases only what this instance built."""
         base = settings or Settings()
-        try:
-            self.settings = (Settings.model_validate({**base.model_dump(), **overrides})
-                             if overrides else base)
-        except ValidationError as exc:
-            raise InvalidInput(validation_message(exc.errors())) from None
+        self.settings = (validated(Settings, **{**base.model_dump(), **overrides})
+                         if overrides else base)
         s = self.settings
         self._owns_cross_encoder = cross_encoder is None
         self.embedder = embedder or SentenceTransformerEmbedder(
@@ -96,12 +90,9 @@ class QA:
                        *, rebuild: bool = False, progress: Progress | None = None,
                        **overrides: Any) -> QA:
         """Index (or incrementally update the index of) ``docs`` and return a ready QA."""
-        try:
-            settings = Settings(docs_dir=Path(docs),
-                                **({"index_dir": Path(index_dir)} if index_dir else {}),
-                                **overrides)
-        except ValidationError as exc:
-            raise InvalidInput(validation_message(exc.errors())) from None
+        settings = validated(Settings, docs_dir=Path(docs),
+                             **({"index_dir": Path(index_dir)} if index_dir else {}),
+                             **overrides)
         qa = cls(settings)
         qa.start(rebuild=rebuild, progress=progress)
         return qa
@@ -208,10 +199,7 @@ class QA:
         """Every candidate answer, best first, with the evidence behind its score (the
         sentence's cross-encoder logit, the reader's margin), before the abstention cut: what
         calibration scripts fit ``abstention.json`` on."""
-        try:
-            request = AskRequest(question=question)
-        except ValidationError as exc:
-            raise InvalidInput(validation_message(exc.errors())) from None
+        request = validated(AskRequest, question=question)
         index = self.index
         with self._infer_lock:
             return self.extractor.run(request.question, self._rank(request.question, index, {}),
@@ -219,10 +207,7 @@ class QA:
 
     def ask(self, question: str, top_k: int = 5) -> AskResponse:
         """Answers with citations, or ``no_answer=True`` when the articles do not say."""
-        try:
-            request = AskRequest(question=question, top_k=top_k)
-        except ValidationError as exc:
-            raise InvalidInput(validation_message(exc.errors())) from None
+        request = validated(AskRequest, question=question, top_k=top_k)
         index = self.index
         start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -245,10 +230,7 @@ class QA:
 
     def search(self, question: str, top_k: int = 5) -> SearchResponse:
         """Retrieval (and reranking) only: the passages ``ask`` would read."""
-        try:
-            request = SearchRequest(question=question, top_k=top_k)
-        except ValidationError as exc:
-            raise InvalidInput(validation_message(exc.errors())) from None
+        request = validated(SearchRequest, question=question, top_k=top_k)
         index = self.index
         start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -352,7 +334,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     # Not ".{name}.tmp": for a valid name of 255 bytes that is too long for the file system (an
     # OSError, answered 500). A short name derived from it instead: hidden, so a leftover is
     # never indexed, and the same for the same file, so its next upload overwrites a leftover.
-    tmp = path.with_name(f".{hashlib.sha256(path.name.encode()).hexdigest()[:16]}.tmp")
+    tmp = path.with_name(f".{content_hash(path.name.encode())[:16]}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 

@@ -38,10 +38,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit, what, setting = self._limit(scope)
-        message = too_large(what, limit, setting)
         length = _content_length(scope)
         if length is not None and length > limit:
-            await JSONResponse({"error": message}, status_code=413,
+            await JSONResponse({"error": too_large(what, limit, setting)}, status_code=413,
                                headers={"Connection": "close"})(scope, receive, send)
             return
         seen = 0
@@ -54,7 +53,7 @@ class BodyLimit:
                 if seen > limit:
                     # FastAPI re-raises HTTPExceptions from body parsing; the app's handler
                     # turns it into the JSON error.
-                    raise HTTPException(413, message)
+                    raise HTTPException(413, too_large(what, limit, setting))
             return msg
 
         await self.app(scope, limited, send)
