@@ -15,7 +15,7 @@ from pathlib import Path
 from citeqa.index.documents import file_sha256
 from citeqa.index.errors import IndexMismatchError, IndexNotFoundError, IndexProblem
 from citeqa.index.lexical import Bm25Index
-from citeqa.index.store import Store, new_store, open_store
+from citeqa.index.store import Store, StoreOptions, new_store, open_store
 from citeqa.index.units import UNITS_VERSION, Paragraph
 
 FORMAT_VERSION = 1
@@ -65,15 +65,19 @@ class CorpusIndex:
     sentences: Store = None  # type: ignore[assignment]
     passage_lexical: Bm25Index = None  # type: ignore[assignment]
     sentence_lexical: Bm25Index = None  # type: ignore[assignment]
+    # How to reach a store outside the index folder (Milvus); never saved (it holds a token).
+    options: StoreOptions | None = field(default=None, repr=False, compare=False)
     _sentence_rows: dict[tuple[str, int], list[int]] | None = field(
         default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         c = self.config
         if self.passages is None:
-            self.passages = new_store(c.store, c.dim, c.index_type)
+            self.passages = new_store(c.store, c.dim, c.index_type, role="passages",
+                                      options=self.options)
         if self.sentences is None:
-            self.sentences = new_store(c.store, c.dim, c.index_type)
+            self.sentences = new_store(c.store, c.dim, c.index_type, role="sentences",
+                                       options=self.options)
         if self.passage_lexical is None or self.sentence_lexical is None:
             self.rebuild_lexical()
 
@@ -187,7 +191,8 @@ class CorpusIndex:
                 _fsync(path)
 
     @classmethod
-    def load(cls, index_dir: Path, expected: IndexConfig | None = None) -> CorpusIndex:
+    def load(cls, index_dir: Path, expected: IndexConfig | None = None,
+             options: StoreOptions | None = None) -> CorpusIndex:
         """Load the current generation. Damage (a truncated or corrupted file, a manifest of
         another model or format, counts that disagree) raises an ``IndexProblem`` naming the
         file and the command that fixes it; derived files (the FAISS index, the lexical
@@ -243,7 +248,8 @@ class CorpusIndex:
         for kind in ("passages", "sentences"):
             where = generation / kind
             try:
-                store = open_store(config.store, where, config.dim, config.index_type)
+                store = open_store(config.store, where, config.dim, config.index_type,
+                                   role=kind, options=options)
             except IndexProblem as exc:
                 raise IndexProblem(f"{exc} " + rebuild_hint(index_dir)) from None
             except (OSError, ValueError, TypeError, EOFError, RuntimeError) as exc:
@@ -267,7 +273,7 @@ class CorpusIndex:
             # The lexical index is derived from the unit texts: rebuild rather than fail.
             p_lex = Bm25Index.build([u.text for u in passages.units])
             s_lex = Bm25Index.build([u.text for u in sentences.units])
-        return cls(config, files, paragraphs, passages, sentences, p_lex, s_lex)
+        return cls(config, files, paragraphs, passages, sentences, p_lex, s_lex, options)
 
 
 _GENERATION = re.compile(r"^gen-[0-9]{14}-[0-9a-f]{8}$")

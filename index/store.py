@@ -12,8 +12,10 @@ loaded when it matches), so ids and the unit table cannot drift apart.
 
 from __future__ import annotations
 
+import importlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +26,17 @@ from citeqa.index.errors import IndexProblem, InvalidInput
 from citeqa.index.units import Unit
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """How to reach a store that lives outside the index folder (Milvus). Not recorded in the
+    manifest: the token is a secret, and the same index may be reached by another address.
+    ``FaissStore`` ignores them."""
+
+    uri: str | None = None
+    token: str | None = None
+    prefix: str = "citeqa"  # collection names: <prefix>_<role>
 
 
 class Store(Protocol):
@@ -50,10 +63,12 @@ class Store(Protocol):
         """An independent store with the same rows (copy-on-write updates start here)."""
         ...
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, files: Collection[str] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """For each row of ``queries`` (n x dim): ids (n x k', int64) and inner products
         (n x k', float32) of its k' = min(k, len) nearest units, best first. An id of -1
-        (score -inf) pads a row an approximate index could not fill."""
+        (score -inf) pads a row an approximate index could not fill. With ``files``, only
+        units of those files are candidates."""
         ...
 
     def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
@@ -65,18 +80,62 @@ class Store(Protocol):
         ...
 
 
+class SharedStore(Store, Protocol):
+    """A store in an engine that other processes write too (Milvus): besides the protocol,
+    it can take rows for units already there and forget rows without touching the engine."""
+
+    def attach(self, units: Sequence[Unit]) -> None:
+        """Add table rows for units the engine already holds (no vectors sent)."""
+        ...
+
+    def detach(self, file: str) -> None:
+        """Forget a file's rows here only (it was removed from the engine elsewhere)."""
+        ...
+
+    def stored(self, units: Sequence[Unit]) -> tuple[np.ndarray, np.ndarray]:
+        """Which of ``units`` the engine already holds (a boolean mask) and their vectors
+        (zeros where it does not): a re-run embeds only the others."""
+        ...
+
+
+class Catalog(Protocol):
+    """The shared list of documents and their texts, for stores that many replicas share."""
+
+    def version(self) -> str:
+        """Changes whenever the list does: one cheap call tells a replica to look again."""
+        ...
+
+    def listing(self) -> dict[str, tuple[str, str, int]]:
+        """file -> (sha256, source, paragraphs)."""
+        ...
+
+    def text(self, file: str) -> str: ...
+
+    def publish(self, documents: Sequence[tuple[str, str, str, str, int]],
+                removed: Sequence[str] = ()) -> None:
+        """Write (name, text, sha256, source, paragraphs) and drop ``removed``."""
+        ...
+
+    def drop(self) -> None: ...
+
+
 class StoreClass(Protocol):
-    """What the factory needs of a store class: make an empty one, or load a saved one."""
+    """What the factory needs of a store class: make an empty one, or load a saved one.
+    ``role`` names the unit kind it holds ("passages", "sentences"): a shared engine keeps
+    one collection per role."""
 
-    def __call__(self, dim: int, index_type: str = "flat") -> Store: ...
+    def __call__(self, dim: int, index_type: str = "flat", *, role: str = "units",
+                 options: StoreOptions | None = None) -> Store: ...
 
-    def load(self, directory: Path, dim: int, index_type: str = "flat") -> Store: ...
+    def load(self, directory: Path, dim: int, index_type: str = "flat", *, role: str = "units",
+             options: StoreOptions | None = None) -> Store: ...
 
 
 class FaissStore:
     """Exact inner product (``flat``) by default; ``hnsw`` or ``ivf`` for large corpora."""
 
-    def __init__(self, dim: int, index_type: str = "flat") -> None:
+    def __init__(self, dim: int, index_type: str = "flat", *, role: str = "units",
+                 options: StoreOptions | None = None) -> None:
         if index_type not in INDEX_TYPES:
             raise ValueError(f"index type must be one of {INDEX_TYPES}, not {index_type!r}")
         self.dim = dim
@@ -136,15 +195,30 @@ class FaissStore:
             index.add(self._vectors)
         return index
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, files: Collection[str] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim))
+        if files is not None:
+            return self._search_rows(q, k, [i for i, u in enumerate(self._units)
+                                            if u.file in files])
         k = min(k, len(self._units))
         if k <= 0:
-            return np.zeros((len(q), 0), dtype=np.int64), np.zeros((len(q), 0), dtype=np.float32)
+            return _empty(len(q))
         if self._faiss is None:
             self._faiss = self._build()
         scores, ids = self._faiss.search(q, k)
         return ids.astype(np.int64), np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+
+    def _search_rows(self, q: np.ndarray, k: int, rows: list[int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search among ``rows`` only (a filter by file is a small share of the corpus)."""
+        k = min(k, len(rows))
+        if k <= 0:
+            return _empty(len(q))
+        ids = np.asarray(rows, dtype=np.int64)
+        scores = q @ self._vectors[ids].T
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return ids[best], np.take_along_axis(scores, best, axis=1).astype(np.float32)
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -168,7 +242,8 @@ class FaissStore:
         self._faiss = None
 
     @classmethod
-    def load(cls, directory: Path, dim: int, index_type: str = "flat") -> FaissStore:
+    def load(cls, directory: Path, dim: int, index_type: str = "flat", *, role: str = "units",
+             options: StoreOptions | None = None) -> FaissStore:
         """Load a saved store; a damaged unit table or vector file raises ``IndexProblem``
         naming it, an unreadable or stale FAISS file is rebuilt from the vectors."""
         store = cls(dim, index_type)
@@ -200,9 +275,17 @@ class FaissStore:
         return store
 
 
+def _empty(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.float32)
+
+
 # -- the factory -------------------------------------------------------------------------------
 
 STORES: dict[str, StoreClass] = {"faiss": FaissStore}
+# Stores whose client library is an optional extra: imported only when asked for by name.
+# Shared stores also name their catalog class (the document list every replica reads).
+_OPTIONAL = {"milvus": ("citeqa.index.milvus_store", "MilvusStore", "citeqa[milvus]")}
+_CATALOGS = {"milvus": "MilvusCatalog"}
 
 
 def register_store(name: str, cls: StoreClass) -> None:
@@ -211,18 +294,40 @@ def register_store(name: str, cls: StoreClass) -> None:
 
 
 def _store_class(name: str) -> StoreClass:
+    if name not in STORES and name in _OPTIONAL:
+        module, attr, extra = _OPTIONAL[name]
+        try:
+            register_store(name, getattr(importlib.import_module(module), attr))
+        except ImportError as exc:
+            raise InvalidInput(f"the {name} store needs `pip install '{extra}'` ({exc})"
+                               ) from None
     try:
         return STORES[name]
     except KeyError:
-        raise InvalidInput(f"unknown store {name!r}: choose from {', '.join(sorted(STORES))}"
-                           ) from None
+        known = sorted({*STORES, *_OPTIONAL})
+        raise InvalidInput(f"unknown store {name!r}: choose from {', '.join(known)}") from None
 
 
-def new_store(name: str, dim: int, index_type: str = "flat") -> Store:
+def open_catalog(name: str, options: StoreOptions | None = None) -> Catalog | None:
+    """The shared document catalog of a shared store; None for a store in the index folder."""
+    if name not in _CATALOGS:
+        return None
+    _store_class(name)  # imports the module, with the same error when the extra is missing
+    module = importlib.import_module(_OPTIONAL[name][0])
+    return getattr(module, _CATALOGS[name])(options)
+
+
+def is_shared(store: Store) -> bool:
+    return all(callable(getattr(store, m, None)) for m in ("attach", "detach", "stored"))
+
+
+def new_store(name: str, dim: int, index_type: str = "flat", *, role: str = "units",
+              options: StoreOptions | None = None) -> Store:
     """An empty store of the named class."""
-    return _store_class(name)(dim, index_type)
+    return _store_class(name)(dim, index_type, role=role, options=options)
 
 
-def open_store(name: str, directory: Path, dim: int, index_type: str = "flat") -> Store:
+def open_store(name: str, directory: Path, dim: int, index_type: str = "flat", *,
+               role: str = "units", options: StoreOptions | None = None) -> Store:
     """A store of the named class, loaded from what its ``save`` wrote to ``directory``."""
-    return _store_class(name).load(directory, dim, index_type)
+    return _store_class(name).load(directory, dim, index_type, role=role, options=options)

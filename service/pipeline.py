@@ -21,7 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from citeqa.index.build import Progress, UpdateReport, apply_changes, sync_sources
+from citeqa.index.build import (
+    Progress, UpdateReport, apply_changes, follow_catalog, sync_sources,
+)
 from citeqa.index.corpus import CorpusIndex, IndexConfig
 from citeqa.index.documents import (
     Document, content_hash, decode_document, read_document, scan_directory, validate_name,
@@ -30,6 +32,7 @@ from citeqa.index.embed import Embedder, SentenceTransformerEmbedder
 from citeqa.index.errors import (
     Conflict, DocumentError, IndexNotFoundError, InvalidInput, NotFound, NotReady,
 )
+from citeqa.index.store import Catalog, open_catalog
 from citeqa.service.abstention import cut, resolve_threshold
 from citeqa.service.extract import Extracted, Extractor, ReaderExtractor, SentenceExtractor
 from citeqa.service.models import (
@@ -69,7 +72,12 @@ class QA:
                                  context_sentences=s.rerank_context)
         self.extractor: Extractor = self._make_extractor()
         self._index: CorpusIndex | None = None
-        self._write_lock = threading.Lock()
+        # Re-entrant: a write reads ``index``, which may first follow the shared catalog.
+        self._write_lock = threading.RLock()
+        # A shared store (Milvus) keeps the document list in its catalog: opened by ``start``.
+        self._catalog: Catalog | None = None
+        self._seen_version = ""
+        self._checked_at = 0.0
         # One inference executor: questions' model calls are serialised, each with its fixed
         # thread count; inside one, the cross-encoder spreads its pairs over `workers` runs.
         self._infer_lock = threading.Lock()
@@ -112,27 +120,44 @@ class QA:
 
     def start(self, *, rebuild: bool = False, progress: Progress | None = None) -> UpdateReport:
         """Warm up, load the saved index, and bring it up to date with the source folder and
-        the uploads (embedding only new or changed files). Saves when anything changed."""
+        the uploads (embedding only new or changed files). Saves when anything changed.
+
+        With a shared store (``store=milvus``) the uploads and every other replica's changes
+        come from the store's catalog, and this process's index folder is only a cache."""
         self.warm_up()
         s = self.settings
         index_dir = s.resolved_index_dir
+        options = s.store_options
+        catalog = open_catalog(s.store, options)
+        if rebuild and catalog is not None:
+            catalog.drop()  # the shared collections, for every replica: what --rebuild says
+            catalog = open_catalog(s.store, options)
         current: CorpusIndex | None = None
         if not rebuild:
             try:
-                current = CorpusIndex.load(index_dir, self.index_config)
+                current = CorpusIndex.load(index_dir, self.index_config, options)
             except IndexNotFoundError:
                 current = None
+        seen = ""
+        if catalog is not None:
+            seen = catalog.version()  # read before the listing: a later change is seen later
+            current, _ = follow_catalog(current, self.index_config, catalog, options=options)
         documents, errors = scan_directory(Path(s.docs_dir))
         uploads: list[Document] = []
-        if s.uploads_dir.is_dir():
+        if catalog is None and s.uploads_dir.is_dir():
             uploads, upload_errors = scan_directory(s.uploads_dir, source="upload")
             errors += upload_errors
         self.skipped = [str(e) for e in errors]
         with self._write_lock:
             new, report = sync_sources(current, self.index_config, self.embedder, documents,
-                                       uploads, progress=progress)
-            if report.changed or current is None:
+                                       uploads, progress=progress, options=options,
+                                       keep_uploads=catalog is not None)
+            if catalog is not None and report.changed:
+                _publish(catalog, new, documents, report)
+            if report.changed or current is None or catalog is not None:
                 new.save(index_dir)
+            self._catalog, self._seen_version = catalog, seen
+            self._checked_at = time.monotonic()
             self._index = new
         self.last_report = report
         return report
@@ -175,9 +200,30 @@ class QA:
 
     @property
     def index(self) -> CorpusIndex:
+        """The current index; with a shared store, first brought up to what other replicas
+        changed (checked at most every ``milvus_refresh_s``)."""
         if self._index is None:
             raise NotReady("the index is not loaded yet")
+        if self._catalog is not None:
+            self._follow()
         return self._index
+
+    def _follow(self) -> None:
+        catalog = self._catalog
+        assert catalog is not None and self._index is not None
+        now = time.monotonic()
+        if now - self._checked_at < self.settings.milvus_refresh_s:
+            return
+        self._checked_at = now
+        version = catalog.version()
+        if version == self._seen_version:
+            return
+        with self._write_lock:
+            if version == self._seen_version:  # another thread followed meanwhile
+                return
+            new, _ = follow_catalog(self._index, self.index_config, catalog,
+                                    options=self.settings.store_options)
+            self._index, self._seen_version = new, version
 
     @property
     def ready(self) -> bool:
@@ -295,11 +341,16 @@ class QA:
             raise InvalidInput("; ".join(problems))
         uploads = self.settings.uploads_dir
         with self._write_lock:
-            uploads.mkdir(parents=True, exist_ok=True)
-            # Files first: if we stop before the index is saved, the next start indexes them.
-            for (name, data), doc in zip(files, docs):
-                _atomic_write(uploads / doc.name, data)
-            new, report = apply_changes(self.index, self.index_config, self.embedder, docs)
+            if self._catalog is None:
+                uploads.mkdir(parents=True, exist_ok=True)
+                # Files first: if we stop before the index is saved, the next start indexes
+                # them. (A shared store's catalog gets them once their units are stored.)
+                for (name, data), doc in zip(files, docs):
+                    _atomic_write(uploads / doc.name, data)
+            new, report = apply_changes(self.index, self.index_config, self.embedder, docs,
+                                        options=self.settings.store_options)
+            if self._catalog is not None:
+                _publish(self._catalog, new, docs, report)
             new.save(self.settings.resolved_index_dir)
             self._index = new
         self.last_report = report
@@ -315,7 +366,8 @@ class QA:
             if info.source != "upload":
                 raise Conflict(f"{name} belongs to the read-only source folder "
                                f"{self.settings.docs_dir}; only uploaded files can be deleted")
-            (self.settings.uploads_dir / name).unlink(missing_ok=True)
+            if self._catalog is None:
+                (self.settings.uploads_dir / name).unlink(missing_ok=True)
             upserts: list[Document] = []
             source_file = Path(self.settings.docs_dir) / name
             if source_file.is_file():  # the upload had replaced a source file: restore it
@@ -324,10 +376,22 @@ class QA:
                 except DocumentError:
                     pass
             new, report = apply_changes(self.index, self.index_config, self.embedder,
-                                        upserts, [name] if not upserts else [])
+                                        upserts, [name] if not upserts else [],
+                                        options=self.settings.store_options)
+            if self._catalog is not None:
+                _publish(self._catalog, new, upserts, report)
             new.save(self.settings.resolved_index_dir)
             self._index = new
         self.last_report = report
+
+
+def _publish(catalog: Catalog, index: CorpusIndex, documents: Sequence[Document],
+             report: UpdateReport) -> None:
+    """Tell the other replicas: the added and updated documents' texts, and the removed ones
+    (after their units are in the shared store, so a replica that follows finds them)."""
+    changed = set(report.added) | set(report.updated)
+    catalog.publish([(d.name, d.text, d.sha256, d.source, index.files[d.name].paragraphs)
+                     for d in documents if d.name in changed], report.removed)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from citeqa.index.store import StoreOptions
+
 
 
 def bundled(*parts: str) -> Path:
@@ -43,7 +45,18 @@ class Settings(BaseSettings):
     window_chars: int = Field(900, ge=200, le=4000)
     window_overlap: int = Field(1, ge=0, le=5)
     index_type: Literal["flat", "hnsw", "ivf"] = "flat"
-    store: str = Field("faiss", description="vector store class (citeqa.index.store.STORES)")
+    store: str = Field("faiss", description="vector store: faiss (in the index folder) or "
+                       "milvus (shared by every replica; pip install 'citeqa[milvus]')")
+    # Milvus (store=milvus): where it is, and the collections' name prefix. The document list,
+    # texts and vectors live there; the index folder is only this process's cache.
+    milvus_uri: str = Field("http://127.0.0.1:19530", description="Milvus address (Milvus "
+                            "Lite, Standalone, Distributed or Zilliz Cloud)")
+    milvus_token: str | None = Field(None, description="Milvus token (user:password or API key)")
+    milvus_prefix: str = Field("citeqa", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                               description="collection names: <prefix>_units, _documents, ...")
+    milvus_refresh_s: float = Field(0.0, ge=0, le=3600, description="how stale a replica's "
+                                    "view of the shared documents may get: it checks the "
+                                    "catalog's version at most this often (0: every request)")
 
     # Retrieval (the question embedding's runtime does not change the index: documents are
     # always embedded by sentence-transformers)
@@ -117,6 +130,11 @@ class Settings(BaseSettings):
         if self.protect_reads and not self.api_key:
             raise ValueError("protect_reads needs api_key: set CITEQA_API_KEY too")
         return self
+
+    @property
+    def store_options(self) -> StoreOptions:
+        return StoreOptions(uri=self.milvus_uri, token=self.milvus_token,
+                            prefix=self.milvus_prefix)
 
     @property
     def resolved_index_dir(self) -> Path:

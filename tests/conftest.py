@@ -120,6 +120,42 @@ def bundled_qa(tmp_path_factory, embedder, cross_encoder):
     return qa
 
 
+STORE_BACKENDS = ["faiss", "memory", "milvus"]
+
+
+def store_settings(store: str, request) -> dict:
+    """Settings that put a QA on ``store``: Milvus gets this test's own collections on the
+    session's Milvus Lite server."""
+    if store != "milvus":
+        return {"store": store}
+    options = request.getfixturevalue("milvus_options")
+    return {"store": "milvus", "milvus_uri": options.uri, "milvus_prefix": options.prefix}
+
+
+@pytest.fixture(scope="session")
+def store_qa(tmp_path_factory, embedder, cross_encoder, bundled_qa, request):
+    """One read-only QA over the bundled corpus per store backend (FAISS: ``bundled_qa``)."""
+    from citeqa.service.pipeline import QA
+    from citeqa.service.settings import Settings
+
+    made = {"faiss": bundled_qa}
+
+    def get(store: str):
+        if store not in made:
+            base = tmp_path_factory.mktemp(f"bundled-{store}")
+            extra = {"store": store}
+            if store == "milvus":
+                extra.update(milvus_uri=request.getfixturevalue("milvus_uri"),
+                             milvus_prefix="bundled")
+            qa = QA(Settings(docs_dir=CORPUS, data_dir=base / "data", index_dir=base / "index",
+                             **extra), embedder=embedder, cross_encoder=cross_encoder)
+            qa.start()
+            made[store] = qa
+        return made[store]
+
+    return get
+
+
 @pytest.fixture
 def docs_copy(tmp_path) -> Path:
     """A writable copy of the bundled corpus."""
@@ -192,3 +228,69 @@ def cli_env(tmp_path, monkeypatch, model_cache, embedder, cross_encoder) -> Path
     monkeypatch.setattr("citeqa.service.pipeline.make_cross_encoder",
                         lambda spec, **kwargs: None if spec == "off" else cross_encoder)
     return tmp_path
+
+
+def _register_memory_store() -> None:
+    from citeqa.index.store import register_store
+
+    from .memory_store import MemoryStore
+
+    register_store("memory", MemoryStore)
+
+
+_register_memory_store()
+
+
+@contextlib.contextmanager
+def milvus_lite(data_dir: Path, log_path: Path):
+    """``milvus-lite server`` on a free loopback port (``--host`` always: its default is
+    0.0.0.0): yields the URI once the port answers, stops it by its PID afterwards."""
+    import socket
+    import subprocess
+    import time
+
+    port = free_port()
+    server = Path(sys.executable).parent / "milvus-lite"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([str(server), "server", "--data-dir", str(data_dir), "--host",
+                             "127.0.0.1", "--port", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"milvus-lite exited: {log_path.read_text(errors='replace')}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"milvus-lite did not listen: {log_path.read_text()}")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory) -> str:
+    """One Milvus Lite server for the session; tests isolate by collection prefix."""
+    root = tmp_path_factory.mktemp("milvus")
+    with milvus_lite(root / "data", root / "milvus.log") as uri:
+        yield uri
+
+
+@pytest.fixture
+def milvus_options(milvus_uri, request):
+    """StoreOptions for this test's own collections on the session's Milvus Lite server."""
+    import uuid
+
+    from citeqa.index.store import StoreOptions
+
+    return StoreOptions(uri=milvus_uri, prefix=f"t_{uuid.uuid4().hex[:12]}")

@@ -5,7 +5,7 @@ runs (tests/test_store.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,8 @@ from citeqa.index.units import Unit
 class MemoryStore:
     """Exact inner-product search by one matrix product; saved as two plain files."""
 
-    def __init__(self, dim: int, index_type: str = "flat") -> None:
+    def __init__(self, dim: int, index_type: str = "flat", *, role: str = "units",
+                 options: object = None) -> None:
         self.dim = dim
         self.index_type = index_type  # accepted and ignored: the search is always exact
         self._units: list[Unit] = []
@@ -46,10 +47,15 @@ class MemoryStore:
         other._units, other._vectors = list(self._units), self._vectors
         return other
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, files: Collection[str] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         q = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = min(k, len(self._units))
         scores = q @ self._vectors.T
+        if files is not None:
+            outside = np.array([u.file not in files for u in self._units], dtype=bool)
+            scores[:, outside] = -np.inf
+            k = min(k, int((~outside).sum()))
         ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return ids.astype(np.int64), np.take_along_axis(scores, ids, axis=1).astype(np.float32)
 
@@ -63,7 +69,8 @@ class MemoryStore:
         np.save(directory / "vectors.npy", self._vectors)
 
     @classmethod
-    def load(cls, directory: Path, dim: int, index_type: str = "flat") -> MemoryStore:
+    def load(cls, directory: Path, dim: int, index_type: str = "flat", *, role: str = "units",
+             options: object = None) -> MemoryStore:
         store = cls(dim, index_type)
         rows = json.loads((directory / "units.json").read_text(encoding="utf-8"))
         store._units = [Unit(*row) for row in rows]

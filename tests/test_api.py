@@ -1,4 +1,5 @@
-"""Every HTTP endpoint, including the errors, through FastAPI's TestClient."""
+"""Every HTTP endpoint, including the errors, through FastAPI's TestClient: the contract, run
+on every store backend (FAISS, the in-memory store, Milvus Lite)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,30 @@ from fastapi.testclient import TestClient
 
 from citeqa.service.api.app import create_app
 
+from .conftest import STORE_BACKENDS, store_settings
+
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
+@pytest.fixture(params=STORE_BACKENDS)
+def store(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def client(make_qa):
+def client(make_qa, store, request):
+    backend = store_settings(store, request)
+
     def factory(**overrides):
-        qa = make_qa(**overrides)
+        qa = make_qa(**backend, **overrides)
         return TestClient(create_app(qa=qa))
     return factory
 
 
 @pytest.fixture
-def ro(bundled_qa):
-    with TestClient(create_app(qa=bundled_qa)) as c:
+def ro(store_qa, store):
+    with TestClient(create_app(qa=store_qa(store))) as c:
         yield c
 
 

@@ -100,7 +100,10 @@ def test_incremental_reindex_equals_fresh_build(tmp_path, embedder, docs_copy: P
     assert report.added == ["new.md"] and report.updated == ["001_2994c3cb9d8ee344.txt"]
     assert report.removed == ["000_75612bb2e23990a7.txt"]
     assert report.unchanged == ["002_dd898a8205fc9529.txt"]
-    assert len(calls) == 2  # only the new and the changed file were embedded
+    # Only the new and the changed file were embedded (together, in one batch).
+    embedded = {"new.md", "001_2994c3cb9d8ee344.txt"}
+    assert sum(calls) == sum(1 for store in (updated.passages, updated.sentences)
+                             for u in store.units if u.file in embedded)
     updated.save(tmp_path / "idx")
 
     fresh, _ = sync_sources(None, cfg, embedder, docs)

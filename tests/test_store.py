@@ -1,6 +1,7 @@
 """The store contract (``citeqa.index.store.Store``), run against every backend: FAISS in each
-index type, and the in-memory numpy store of tests/memory_store.py. A backend that passes this
-suite can be chosen by the ``store`` setting; the last test runs a whole QA on the second one."""
+index type, the in-memory numpy store of tests/memory_store.py, and Milvus (a Milvus Lite
+server on loopback, started for the session). A backend that passes this suite can be chosen by
+the ``store`` setting; the last tests run a whole QA on the second one and on Milvus."""
 
 from __future__ import annotations
 
@@ -8,20 +9,40 @@ import numpy as np
 import pytest
 
 from citeqa.index.errors import InvalidInput
-from citeqa.index.store import STORES, FaissStore, new_store, open_store, register_store
+from citeqa.index.store import (
+    STORES, FaissStore, is_shared, new_store, open_store, register_store,
+)
 from citeqa.index.units import Unit
 
 from .memory_store import MemoryStore
 
 register_store("memory", MemoryStore)
 
-BACKENDS = [("faiss", "flat"), ("faiss", "hnsw"), ("faiss", "ivf"), ("memory", "flat")]
+BACKENDS = [("faiss", "flat"), ("faiss", "hnsw"), ("faiss", "ivf"), ("memory", "flat"),
+            ("milvus", "hnsw"), ("milvus", "flat")]
 DIM = 8
 
 
+class Backend:
+    """A store class by name and index type, with its options (Milvus: this test's own
+    collections on the session's server)."""
+
+    def __init__(self, name: str, index_type: str, options=None) -> None:
+        self.name, self.index_type, self.options = name, index_type, options
+
+    def new(self, dim: int = DIM, role: str = "sentences"):
+        return new_store(self.name, dim, self.index_type, role=role, options=self.options)
+
+    def open(self, directory, dim: int = DIM, role: str = "sentences"):
+        return open_store(self.name, directory, dim, self.index_type, role=role,
+                          options=self.options)
+
+
 @pytest.fixture(params=BACKENDS, ids=[f"{s}-{t}" for s, t in BACKENDS])
-def backend(request) -> tuple[str, str]:
-    return request.param
+def backend(request) -> Backend:
+    name, index_type = request.param
+    options = request.getfixturevalue("milvus_options") if name == "milvus" else None
+    return Backend(name, index_type, options)
 
 
 def _data(n: int = 300):
@@ -38,7 +59,7 @@ def _texts(store, ids) -> list[str]:
 
 def test_search_finds_each_unit_by_its_own_vector(backend) -> None:
     units, vecs = _data()
-    store = new_store(backend[0], DIM, backend[1])
+    store = backend.new()
     store.add(units, vecs)
     assert len(store) == 300 and list(store.units) == units
     ids, scores = store.search(vecs[[7, 42, 299]], 5)
@@ -51,7 +72,7 @@ def test_search_finds_each_unit_by_its_own_vector(backend) -> None:
 
 def test_k_larger_than_the_store_and_empty_stores(backend) -> None:
     units, vecs = _data(4)
-    store = new_store(backend[0], DIM, backend[1])
+    store = backend.new()
     ids, scores = store.search(vecs[:1], 3)
     assert ids.shape == (1, 0) and scores.shape == (1, 0)
     store.add(units, vecs)
@@ -61,7 +82,7 @@ def test_k_larger_than_the_store_and_empty_stores(backend) -> None:
 
 def test_remove_file_keeps_ids_dense_and_search_right(backend) -> None:
     units, vecs = _data()
-    store = new_store(backend[0], DIM, backend[1])
+    store = backend.new()
     store.add(units, vecs)
     store.remove_file("f1.txt")
     store.remove_file("nothing.txt")  # unknown files are a no-op
@@ -74,25 +95,44 @@ def test_remove_file_keeps_ids_dense_and_search_right(backend) -> None:
         assert ids[0, 0] == i
 
 
-def test_copy_is_independent(backend) -> None:
+def test_a_copy_has_its_own_unit_table(backend) -> None:
     units, vecs = _data()
-    store = new_store(backend[0], DIM, backend[1])
+    store = backend.new()
     store.add(units[:200], vecs[:200])
     copy = store.copy()
     copy.remove_file("f0.txt")
     copy.add(units[200:], vecs[200:])
     assert len(store) == 200 and list(store.units) == units[:200]
-    assert _texts(store, store.search(vecs[3:4], 1)[0][0]) == ["t3"]  # f0: still in the original
     assert _texts(copy, copy.search(vecs[250:251], 1)[0][0]) == ["t250"]
+    if not is_shared(store):  # a local store: the original keeps its rows and vectors
+        assert _texts(store, store.search(vecs[3:4], 1)[0][0]) == ["t3"]
+        return
+    # One engine behind both: f0's rows left it, and the copy's new rows are not in the
+    # original's table, so its searches never return them (nor an id outside its table).
+    ids, _ = store.search(vecs[[3, 250]], 20)
+    found = [store.units[i] for i in ids.ravel() if i >= 0]
+    assert found and all(u.file != "f0.txt" and int(u.text[1:]) < 200 for u in found)
+
+
+def test_search_restricted_to_files(backend) -> None:
+    units, vecs = _data()
+    store = backend.new()
+    store.add(units, vecs)
+    ids, scores = store.search(vecs[[0, 1]], 5, files={"f2.txt"})
+    assert ids.shape[1] == 5 and all(store.units[i].file == "f2.txt" for i in ids.ravel())
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    assert store.search(vecs[:1], 5, files=set())[0].shape == (1, 0)
+    ids, _ = store.search(vecs[[4]], 1, files={"f1.txt", "f0.txt"})
+    assert _texts(store, ids[0]) == ["t4"]  # f1.txt: its own vector is the best
 
 
 def test_save_and_open_round_trip(backend, tmp_path) -> None:
     units, vecs = _data()
-    store = new_store(backend[0], DIM, backend[1])
+    store = backend.new()
     store.add(units, vecs)
     store.remove_file("f2.txt")
     store.save(tmp_path / "s")
-    again = open_store(backend[0], tmp_path / "s", DIM, backend[1])
+    again = backend.open(tmp_path / "s")
     assert list(again.units) == list(store.units)
     np.testing.assert_allclose(again.vectors_for(range(len(again))),
                                store.vectors_for(range(len(store))))
@@ -100,7 +140,7 @@ def test_save_and_open_round_trip(backend, tmp_path) -> None:
 
 
 def test_add_rejects_mismatched_rows(backend) -> None:
-    store = new_store(backend[0], 4, backend[1])
+    store = backend.new(4)
     with pytest.raises(ValueError):
         store.add([Unit("a", 1, 0, 1, "a")], np.zeros((2, 4), dtype=np.float32))
 
@@ -125,3 +165,28 @@ def test_a_whole_pipeline_runs_on_the_second_backend(make_qa) -> None:
     again = make_qa(store="memory", index_dir=memory_qa.settings.resolved_index_dir)
     assert isinstance(again.index.passages, MemoryStore)
     assert again.ask(question).answers[0].citation == b.answers[0].citation
+
+
+def test_shared_store_replicas_see_one_engine(milvus_options) -> None:
+    """Two processes' stores on one Milvus collection: what one writes, the other finds once
+    it attaches the units (as a replica does from the catalog); what one removes is gone for
+    both; ``stored`` tells a re-run what is already there, with its vectors."""
+    units, vecs = _data(60)
+    a = new_store("milvus", DIM, "hnsw", role="sentences", options=milvus_options)
+    b = new_store("milvus", DIM, "hnsw", role="sentences", options=milvus_options)
+    passages = new_store("milvus", DIM, "hnsw", role="passages", options=milvus_options)
+    a.add(units[:40], vecs[:40])
+    mask, stored = b.stored(units)
+    assert mask.tolist() == [True] * 40 + [False] * 20
+    np.testing.assert_allclose(stored[:40], vecs[:40], atol=1e-6)
+    assert not stored[40:].any()
+    assert not passages.stored(units[:5])[0].any()  # the other kind is apart
+    assert passages.search(vecs[:1], 5)[0].shape == (1, 0)
+    assert b.search(vecs[:1], 5)[0].shape == (1, 0)  # nothing in b's table yet
+    b.attach(units[:40])
+    assert _texts(b, b.search(vecs[[7]], 1)[0][0]) == ["t7"]
+    b.remove_file("f1.txt")
+    ids, _ = a.search(vecs[[1, 4]], 10)
+    assert all(a.units[i].file != "f1.txt" for i in ids.ravel() if i >= 0)
+    a.detach("f1.txt")
+    assert len(a) == len(b) == 27 and list(a.units) == list(b.units)

@@ -1,0 +1,133 @@
+"""Milvus as the shared store (issue 15): replicas that share one Milvus see each other's
+uploads and deletions, a new replica or a re-run after an interruption embeds nothing that is
+already stored, and two `citeqa serve` processes on different ports serve one corpus.
+
+The Milvus Lite server is started on loopback for the session (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from citeqa.index import build
+from citeqa.index.errors import IndexProblem
+from tests.conftest import CORPUS, link_model_cache, running_server
+
+BASE = ("The secret base was named Camp Falcon.\n\n"
+        "It was built in 2004 by army engineers near the river.\n").encode()
+QUESTION = "what was the secret base named?"
+
+
+def _milvus(options) -> dict:
+    return {"store": "milvus", "milvus_uri": options.uri, "milvus_prefix": options.prefix}
+
+
+class Counting:
+    """An embedder that counts the texts it embeds (and can fail on its n-th call)."""
+
+    def __init__(self, inner, fail_on: int = 0) -> None:
+        self.inner, self.fail_on, self.calls = inner, fail_on, []
+        self.name, self.dim = inner.name, inner.dim
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+    def encode(self, texts):
+        self.calls.append(len(texts))
+        if len(self.calls) == self.fail_on:
+            raise RuntimeError("interrupted")
+        return self.inner.encode(texts)
+
+    def encode_query(self, text):
+        return self.inner.encode_query(text)
+
+
+def test_replicas_share_uploads_and_deletions(make_qa, milvus_options, tmp_path) -> None:
+    a = make_qa(index_dir=tmp_path / "a", **_milvus(milvus_options))
+    b = make_qa(index_dir=tmp_path / "b", **_milvus(milvus_options))
+    assert b.last_report.added == []  # the corpus came from A's catalog: nothing embedded
+
+    a.add_documents([("notes.txt", BASE)])
+    answer = b.ask(QUESTION).answers[0]
+    assert answer.citation.file == "notes.txt" and "Camp Falcon" in answer.text
+    para = b.paragraph("notes.txt", answer.citation.paragraph)
+    c = answer.citation
+    assert para.text[c.start - para.start:c.end - para.start] == answer.text
+    assert {d.file: d.source for d in b.documents()}["notes.txt"] == "upload"
+
+    # Replaced through B: A answers from the new text only.
+    b.add_documents([("notes.txt", b"The base was renamed Camp Osprey in 2010.\n")])
+    passages = a.search("Camp Falcon", top_k=50).passages
+    assert all("Camp Falcon" not in p.text for p in passages)
+    assert "Camp Osprey" in a.ask(QUESTION.replace("named", "renamed")).answers[0].text
+
+    b.remove_document("notes.txt")
+    assert "notes.txt" not in {d.file for d in a.documents()}
+    assert all(p.file != "notes.txt" for p in a.search("Camp Osprey", top_k=50).passages)
+    # Local caches agree with the shared store after a restart from them.
+    again = make_qa(index_dir=tmp_path / "a", **_milvus(milvus_options))
+    assert sorted(again.index.files) == sorted(b.index.files) == sorted(
+        p.name for p in CORPUS.iterdir() if p.suffix in {".txt", ".md"})
+
+
+def test_an_interrupted_index_resumes_without_embedding_again(
+        make_qa, embedder, milvus_options, tmp_path, monkeypatch) -> None:
+    """Keys are content hashes: a re-run embeds only the documents the engine lacks."""
+    monkeypatch.setattr(build, "EMBED_BATCH", 1)  # one document per embedding call
+    docs = tmp_path / "docs"
+    shutil.copytree(CORPUS, docs)
+    first = make_qa(docs, start=False, index_dir=tmp_path / "i1", **_milvus(milvus_options))
+    first.embedder = first.retriever.embedder = Counting(embedder, fail_on=3)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        first.start()
+    assert len(first.embedder.calls) == 3
+
+    again = make_qa(docs, start=False, index_dir=tmp_path / "i2", **_milvus(milvus_options))
+    again.embedder = again.retriever.embedder = Counting(embedder)
+    report = again.start()
+    assert len(report.added) == 3
+    assert again.embedder.calls == [first.embedder.calls[2]]  # only the third document
+    reference = make_qa(docs, index_dir=tmp_path / "faiss")
+    assert list(again.index.sentences.units) == list(reference.index.sentences.units)
+    question = "why was the counter-ISIS campaign paused?"
+    assert ([a.citation for a in again.ask(question).answers]
+            == [a.citation for a in reference.ask(question).answers])
+
+
+def test_unreachable_milvus_is_a_clear_error(make_qa, tmp_path) -> None:
+    with pytest.raises(IndexProblem, match="cannot reach Milvus at http://127.0.0.1:1 .*"
+                       "CITEQA_MILVUS_URI"):
+        make_qa(store="milvus", milvus_uri="http://127.0.0.1:1")
+
+
+def test_two_served_replicas_share_one_store(milvus_uri, model_cache, tmp_path) -> None:
+    """Two `citeqa serve` processes on different ports, each with its own data folder, on
+    one Milvus Lite: upload through A, ask and resolve through B; delete through B, gone
+    from A."""
+    common = {**os.environ, "CITEQA_STORE": "milvus", "CITEQA_MILVUS_URI": milvus_uri,
+              "CITEQA_MILVUS_PREFIX": "replicas", "CITEQA_API_KEY": "k"}
+    auth = {"Authorization": "Bearer k"}
+    envs = [{**common, "CITEQA_DATA_DIR": str(link_model_cache(tmp_path / n, model_cache))}
+            for n in ("a", "b")]
+    with running_server([], envs[0], tmp_path / "a.log") as (url_a, _), \
+            running_server([], envs[1], tmp_path / "b.log") as (url_b, _):
+        r = httpx.post(f"{url_a}/documents", headers=auth, files={"file": ("notes.txt", BASE)},
+                       timeout=60)
+        assert r.status_code == 201, r.text
+        body = httpx.post(f"{url_b}/ask", json={"question": QUESTION}, timeout=60).json()
+        top = body["answers"][0]
+        c = top["citation"]
+        assert c["file"] == "notes.txt" and "Camp Falcon" in top["text"]
+        para = httpx.get(f"{url_b}/documents/notes.txt/paragraphs/{c['paragraph']}").json()
+        assert para["text"][c["start"] - para["start"]:c["end"] - para["start"]] == top["text"]
+
+        assert httpx.delete(f"{url_b}/documents/notes.txt", headers=auth).status_code == 204
+        names = {d["file"] for d in httpx.get(f"{url_a}/documents").json()["documents"]}
+        assert "notes.txt" not in names and len(names) == 3
+        assert httpx.get(f"{url_a}/documents/notes.txt/paragraphs/1").status_code == 404
+    # Nothing of the shared state was kept in either data folder's uploads.
+    assert not [p for n in ("a", "b") for p in Path(tmp_path, n).rglob("notes.txt")]
