@@ -55,18 +55,30 @@ def _progress_bar(desc: str):
 
 
 def _open_qa(docs: Path | None, index_dir: Path | None, *, rebuild: bool = False,
-             **extra: Any):
-    """A started QA (index loaded and brought up to date); errors end the command."""
+             embedder_for: Any = None, **extra: Any):
+    """A started QA (index loaded and brought up to date); errors end the command.
+    ``embedder_for(settings)``: the document embedder to use (``--engine ray``), closed after
+    the start."""
     from citeqa.service.pipeline import QA
 
     settings = load_settings(docs_dir=docs, index_dir=index_dir, **extra)
     if not Path(settings.docs_dir).is_dir():  # before any model is loaded
         fail(f"{settings.docs_dir}: not a directory")
-    qa = QA(settings)
+    embedder = None
     try:
+        if embedder_for is not None:
+            embedder = embedder_for(settings)
+        qa = QA(settings, embedder=embedder)
         report = qa.start(rebuild=rebuild, progress=_progress_bar("indexing"))
     except (CiteQAError, OSError) as exc:
         fail(str(exc))
+    except Exception as exc:  # Ray's own errors (cluster unreachable, an actor died)
+        if embedder is None:
+            raise
+        fail(f"{type(embedder).__name__} failed: {type(exc).__name__}: {exc}")
+    finally:
+        if embedder is not None:
+            embedder.close()
     for problem in qa.skipped:
         typer.secho(f"skipped: {problem}", fg=typer.colors.YELLOW, err=True)
     return qa, report
@@ -116,11 +128,35 @@ def serve(docs: Optional[Path] = DocsOpt, index_dir: Optional[Path] = IndexOpt,
 @app.command("index")
 def index_cmd(directory: Path = typer.Argument(..., help="folder of articles"),
               index_dir: Optional[Path] = IndexOpt,
-              rebuild: bool = typer.Option(False, help="discard the existing index first")) -> None:
+              rebuild: bool = typer.Option(False, help="discard the existing index first"),
+              engine: str = typer.Option(
+                  "local", "--engine", metavar="[local|ray]",
+                  help="embed documents in this process (local) or with Ray Data (ray)"),
+              ray_batch_size: int = typer.Option(256, "--ray-batch-size", min=1,
+                                                 help="texts per Ray actor call"),
+              ray_concurrency: str = typer.Option(
+                  "1", "--ray-concurrency",
+                  help="Ray actors, each holding the model: 2, or min-max (1-4) to autoscale"),
+              ray_address: Optional[str] = typer.Option(
+                  None, "--ray-address", envvar="RAY_ADDRESS", show_envvar=True,
+                  help="Ray cluster (ray://host:10001); default: a local Ray on 127.0.0.1")) -> None:
     """Index (or incrementally update the index of) a folder of articles."""
+    if engine not in ("local", "ray"):
+        fail(f"--engine {engine!r}: choose local or ray")
     if not directory.is_dir():
         fail(f"{directory}: not a directory")
-    qa, report = _open_qa(directory, index_dir, rebuild=rebuild)
+    embedder_for = None
+    if engine == "ray":
+        # Documents are embedded on Ray; questions (and the index's model name) stay the
+        # in-process embedder's, so `serve` and `ask` open this index as any other.
+        from citeqa.index.ray_embed import RayEmbedder
+
+        def embedder_for(settings):
+            return RayEmbedder(settings.embedding_model, batch_size=ray_batch_size,
+                               concurrency=ray_concurrency, address=ray_address or "local",
+                               threads=settings.threads, backend=settings.embedding_backend,
+                               cache_dir=settings.cache_dir)
+    qa, report = _open_qa(directory, index_dir, rebuild=rebuild, embedder_for=embedder_for)
     stats = qa.stats()
     typer.echo(f"indexed {stats.documents} files ({stats.passages} passages, "
                f"{stats.sentences} sentences) in {stats.index_dir}: "
