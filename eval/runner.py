@@ -173,8 +173,12 @@ def score_question(result: QuestionResult, checker: CitationChecker,
         row["answer_contains_gold"] = 0.0
     else:
         c = answers[0]["citation"]
+        # The evidence the top answer stands on: the sentence it was taken from (a reader's
+        # phrase carries it as ``context``), so the sentence and reader paths compare alike.
+        ctx = answers[0].get("context") or {}
+        start, end = ctx.get("start", c["start"]), ctx.get("end", c["end"])
         row["evidence_hit@1"] = float(any(
-            ev.file == c["file"] and spans_overlap(c["start"], c["end"], ev.start, ev.end)
+            ev.file == c["file"] and spans_overlap(start, end, ev.start, ev.end)
             for ev in q.evidence))
         row["answer_contains_gold"] = contains_gold(prediction, q.answers)
     return row

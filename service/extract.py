@@ -167,15 +167,22 @@ class ReaderExtractor:
     the cross-encoder had) and proposes spans inside the answer; the best one of the expected
     type becomes the answer. When it finds none there, the sentence is the answer.
 
-    Whether to answer at all: with an ``abstention.json`` next to the reader
-    (``citeqa.service.abstention``), each answer's score is the probability a logistic model
-    gives from the sentence's cross-encoder logit and the reader's span-minus-null margin, and
-    ``default_threshold`` is the one fitted with it; without one, the cross-encoder's score and
-    the sentence extractor's threshold.
+    Whether to answer at all: by default (``abstention="sentence"``) exactly when the sentence
+    extractor would, on the cross-encoder's score and the sentence threshold. The reader only
+    narrows: its answers are the sentence path's answers, cut to a phrase, so the evidence
+    behind them and the abstentions are the same by construction and only the span changes
+    (README, "Sentence or reader"). With ``abstention="fitted"`` and an ``abstention.json``
+    next to the reader (``citeqa.service.abstention``), each answer's score is instead the
+    probability a logistic model gives from the sentence's cross-encoder logit and the reader's
+    span-minus-null margin, with the threshold fitted with it.
     """
 
     def __init__(self, model_dir: Path, *, threads: int = 1, max_answers: int = 3,
-                 type_window: int = 2, workers: int = 1) -> None:
+                 type_window: int = 2, workers: int = 1,
+                 abstention: str = "sentence") -> None:
+        if abstention not in ("sentence", "fitted"):
+            raise ValueError("reader abstention must be 'sentence' or 'fitted'")
+        self.abstention_mode = abstention
         self.model_dir = Path(model_dir)
         self.threads = threads
         self.workers = workers
@@ -184,7 +191,10 @@ class ReaderExtractor:
 
     @cached_property
     def abstention(self) -> AbstentionModel | None:
-        """The reader's abstention model (read once from its small JSON file), or None."""
+        """The reader's fitted abstention model (read once from its small JSON file), or None
+        (the sentence path's decision)."""
+        if self.abstention_mode != "fitted":
+            return None
         return AbstentionModel.load(self.model_dir)
 
     @property

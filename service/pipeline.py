@@ -88,7 +88,8 @@ class QA:
         s = self.settings
         if s.extractor == "reader":
             return ReaderExtractor(s.reader_path, threads=s.threads, max_answers=s.max_answers,
-                                   type_window=s.answer_type_window, workers=s.workers)
+                                   type_window=s.answer_type_window, workers=s.workers,
+                                   abstention=s.reader_abstention)
         return SentenceExtractor(max_answers=s.max_answers, type_window=s.answer_type_window)
 
     # -- construction ----------------------------------------------------------------------

@@ -83,9 +83,13 @@ class Settings(BaseSettings):
     # Answers
     extractor: Literal["sentence", "reader"] = "sentence"
     reader_path: Path = BUNDLED_READER
+    reader_abstention: Literal["sentence", "fitted"] = Field(
+        "sentence", description="reader: answer exactly when the sentence extractor does "
+        "(sentence), or by the logistic model of the reader's abstention.json (fitted)")
     abstain_threshold: float | None = Field(
         None, description="answers scoring below this abstain; default: the extractor's calibrated "
-        "one (sentence: 0.21, docs/evaluation.md; reader: its abstention.json)")
+        "one (sentence: 0.21, docs/evaluation.md; reader: the same, or with reader_abstention="
+        "fitted the threshold of its abstention.json)")
     max_answers: int = Field(3, ge=1, le=20)
     answer_type_window: int = Field(
         2, ge=0, le=20, description="questions asking for a quantity, age, amount or year are "

@@ -108,7 +108,8 @@ def test_reader_answers_carry_the_abstention_models_probability(make_qa, tmp_pat
     question = "how many U.S. troops were in Iraq before the Soleimani killing?"
     # A model that only listens to the reader: answer when its span clears null by 2+ logits.
     model = AbstentionModel(rerank=0.0, reader=1.0, bias=-2.0, threshold=0.5)
-    qa = make_qa(extractor="reader", reader_path=_reader_copy(tmp_path, model))
+    qa = make_qa(extractor="reader", reader_abstention="fitted",
+                 reader_path=_reader_copy(tmp_path, model))
     assert qa.abstain_threshold == 0.5
     candidates = qa.candidates(question)
     assert candidates
@@ -127,11 +128,13 @@ def test_reader_answers_carry_the_abstention_models_probability(make_qa, tmp_pat
 
 def test_an_abstention_model_can_silence_every_answer(make_qa, tmp_path) -> None:
     never = AbstentionModel(rerank=0.0, reader=0.0, bias=-10.0, threshold=0.5)
-    qa = make_qa(extractor="reader", reader_path=_reader_copy(tmp_path, never))
+    qa = make_qa(extractor="reader", reader_abstention="fitted",
+                 reader_path=_reader_copy(tmp_path, never))
     response = qa.ask("what did Esper say about the impact on operations in Syria?")
     assert response.no_answer and response.answers == [] and response.passages
     # An explicit threshold in the settings wins over the model's.
-    qa = make_qa(extractor="reader", reader_path=tmp_path / "reader", abstain_threshold=0.0)
+    qa = make_qa(extractor="reader", reader_abstention="fitted",
+                 reader_path=tmp_path / "reader", abstain_threshold=0.0)
     assert qa.abstain_threshold == 0.0
     assert not qa.ask("what did Esper say about the impact on operations in Syria?").no_answer
 
@@ -143,6 +146,34 @@ def test_thresholds_default_to_the_extractors(make_qa, tmp_path) -> None:
     assert plain.extractor.abstention is None
     assert plain.abstain_threshold == SENTENCE_THRESHOLD  # the cross-encoder's score stays
     assert make_qa(start=False, abstain_threshold=0.5).abstain_threshold == 0.5
+    # The default reader answers exactly when the sentence path does: its abstention model
+    # is not even read.
+    never = AbstentionModel(rerank=0.0, reader=0.0, bias=-10.0, threshold=0.5)
+    (tmp_path / "n").mkdir()
+    narrowing = make_qa(start=False, extractor="reader",
+                        reader_path=_reader_copy(tmp_path / "n", never))
+    assert narrowing.extractor.abstention is None
+    assert narrowing.abstain_threshold == SENTENCE_THRESHOLD
+
+
+def test_the_reader_only_narrows_the_sentence_answers(make_qa) -> None:
+    """Same answers, same order, same scores as the sentence extractor: each reader answer is
+    a phrase inside the sentence answer, which it carries as its context."""
+    sentence, reader = make_qa(), make_qa(extractor="reader")
+    for question in ("how many U.S. troops were in Iraq before the Soleimani killing?",
+                     "what did Esper say about the impact on operations in Syria?",
+                     "what is the tallest mountain in Europe?"):
+        s, r = sentence.ask(question), reader.ask(question)
+        assert s.no_answer == r.no_answer
+        assert len(s.answers) == len(r.answers)
+        for a, b in zip(s.answers, r.answers):
+            assert b.score == a.score
+            if b.context is not None:
+                assert (b.context.start, b.context.end, b.context.text) == (
+                    a.citation.start, a.citation.end, a.text)
+                assert a.citation.start <= b.citation.start <= b.citation.end <= a.citation.end
+            else:
+                assert b.citation == a.citation
 
 
 def test_answers_below_the_threshold_end_the_list(make_qa) -> None:

@@ -82,6 +82,7 @@ def test_a_broken_reader_abstention_file_is_a_message(cli_env, docs_copy, monkey
     reader = link_reader(cli_env / "reader")
     (reader / "abstention.json").write_text('{"rerank": "x"}', encoding="utf-8")
     monkeypatch.setenv("CITEQA_EXTRACTOR", "reader")
+    monkeypatch.setenv("CITEQA_READER_ABSTENTION", "fitted")
     monkeypatch.setenv("CITEQA_READER_PATH", str(reader))
     r = runner.invoke(app, ["ask", "who is the chairman of the Joint Chiefs of Staff?",
                             "--docs", str(docs_copy), "--index-dir", str(cli_env / "i")])
