@@ -294,3 +294,209 @@ def milvus_options(milvus_uri, request):
     from citeqa.index.store import StoreOptions
 
     return StoreOptions(uri=milvus_uri, prefix=f"t_{uuid.uuid4().hex[:12]}")
+
+
+# -- the real Milvus binary (`pytest -m engine`, `make test-engines`) ---------------------------
+
+CLONE_NEWNET = 0x40000000
+
+
+def _pump(src, dst, pair: list) -> None:
+    """Copy bytes src -> dst until src ends; the second direction to end closes both."""
+    import socket
+
+    try:
+        while data := src.recv(1 << 16):
+            dst.sendall(data)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
+    pair.append(None)
+    if len(pair) == 4:  # [a, b, None, None]: both directions done
+        pair[0].close()
+        pair[1].close()
+
+
+class NetnsPorts:
+    """Loopback ports in this network namespace that lead to loopback ports in the namespace
+    of process ``pid``: a thread that joined that namespace (setns, this thread only) dials
+    each connection there, and two threads per connection copy the bytes."""
+
+    def __init__(self, pid: int, ports: list[int]) -> None:
+        import socket
+        import threading
+
+        self._listeners: dict = {}
+        for port in ports:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen(64)
+            self._listeners[s] = port
+        self.local = {port: s.getsockname()[1] for s, port in self._listeners.items()}
+        self._netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        self._closing = False
+        self._error: OSError | None = None
+        self._ready = threading.Event()
+        self._pairs: list[list] = []
+        self._thread = threading.Thread(target=self._serve, name="netns-ports", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            self.close()
+            raise self._error
+
+    def _serve(self) -> None:
+        import ctypes
+        import selectors
+        import socket
+        import threading
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(self._netns, CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            self._error = OSError(errno, f"setns into the engine's network namespace: "
+                                         f"{os.strerror(errno)}")
+            self._ready.set()
+            return
+        self._ready.set()
+        with selectors.DefaultSelector() as sel:
+            for s in self._listeners:
+                sel.register(s, selectors.EVENT_READ)
+            while not self._closing:
+                for key, _ in sel.select(timeout=0.2):
+                    try:
+                        conn, _ = key.fileobj.accept()
+                    except OSError:
+                        continue
+                    try:  # 127.0.0.1 of the engine's namespace: this thread is in it
+                        upstream = socket.create_connection(
+                            ("127.0.0.1", self._listeners[key.fileobj]), timeout=5)
+                    except OSError:
+                        conn.close()
+                        continue
+                    upstream.settimeout(None)
+                    pair = [conn, upstream]
+                    self._pairs.append(pair)
+                    for a, b in ((conn, upstream), (upstream, conn)):
+                        threading.Thread(target=_pump, args=(a, b, pair), daemon=True).start()
+
+    def close(self) -> None:
+        self._closing = True
+        self._thread.join(5)
+        for s in [*self._listeners, *(s for p in self._pairs for s in p[:2])]:
+            s.close()
+        os.close(self._netns)
+
+
+class MilvusEngine:
+    """The real Milvus (PyPI ``milvus==2.3.5``: Milvus 2.3.5 standalone with embedded etcd)
+    in a network namespace of its own, whose only interface is loopback: its gRPC servers and
+    its metrics port bind every interface of the namespace they are in (``*:PORT``, whatever
+    the ``ip`` settings say), so that is the only way to keep them off the machine's network.
+    The proxy and the metrics port are reachable here through ``NetnsPorts`` on 127.0.0.1.
+    Needs root (``unshare --net`` and setns), as ``make check-container`` does."""
+
+    METRICS = 9091  # inside the namespace: the fixed ports never collide with the machine's
+
+    def __init__(self, base: Path, log_path: Path) -> None:
+        self.base, self.log_path = base, log_path
+        self.proxy = 19530
+        self.proc = None
+        self.ports: NetnsPorts | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.ports.local[self.proxy]}"
+
+    def start(self, timeout: float = 180) -> None:
+        import subprocess
+        import time
+        import urllib.request
+
+        from milvus import MilvusServerConfig, _initialize_data_files
+
+        if os.geteuid() != 0:
+            pytest.fail("the engine suite runs Milvus in its own network namespace: run it as "
+                        "root (unshare --net, setns)")
+        config = MilvusServerConfig(data_dir=str(self.base))
+        # The address each component registers in etcd for the others (not what it binds).
+        for component in ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode",
+                          "dataCoord", "dataNode"):
+            config.set(f"{component}.ip", "127.0.0.1")
+        config.resolve()  # writes configs/milvus.yaml (ports: free ones here, unused there)
+        self.proxy = int(config.get("proxy_port"))
+        _initialize_data_files(config.base_data_dir)  # unpacks bin/milvus and its libraries
+        bin_dir = self.base / "bin"
+        env = {**os.environ, "DEPLOY_MODE": "STANDALONE", "METRICS_PORT": str(self.METRICS),
+               "MILVUS_RUN_DIR": str(self.base / "run"),
+               "LD_LIBRARY_PATH": f"{bin_dir}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+        self._log = open(self.log_path, "wb")
+        # unshare and sh exec: the PID we hold is the milvus process's.
+        self.proc = subprocess.Popen(
+            ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$0" run standalone',
+             str(bin_dir / "milvus")], cwd=self.base, env=env, stdout=self._log,
+            stderr=subprocess.STDOUT)
+        ours = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and os.readlink(f"/proc/{self.pid}/ns/net") == ours:
+            time.sleep(0.02)
+        self._check_alive()
+        self.ports = NetnsPorts(self.pid, [self.proxy, self.METRICS])
+        health = f"http://127.0.0.1:{self.ports.local[self.METRICS]}/healthz"
+        while True:
+            self._check_alive()
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(health, timeout=5) as r:
+                    if b"OK" in r.read():
+                        break
+            if time.monotonic() > deadline:
+                pytest.fail(f"Milvus was not healthy in {timeout:.0f} s: {self._tail()}")
+            time.sleep(0.5)
+
+    def _check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            pytest.fail(f"milvus exited ({self.proc.returncode}): {self._tail()}")
+
+    def _tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM by PID; SIGKILL if it has not exited after ``timeout`` seconds (with
+        collections loaded, 2.3.5's own stop retries its stopped coordinators for longer
+        than that; its data folder is the session's temporary one)."""
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.ports is not None:
+            self.ports.close()
+        if self.proc is not None:
+            self._log.close()
+
+
+@pytest.fixture(scope="session")
+def milvus_engine(tmp_path_factory):
+    """The real Milvus 2.3.5 for the session (the ``engine`` suite); tests isolate by
+    collection prefix, as on Milvus Lite."""
+    root = tmp_path_factory.mktemp("milvus-engine")
+    engine = MilvusEngine(root / "server", root / "milvus.log")
+    try:
+        engine.start()
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_engine_uri(milvus_engine) -> str:
+    return milvus_engine.uri

@@ -2,16 +2,21 @@
 uploads and deletions, a new replica or a re-run after an interruption embeds nothing that is
 already stored, and two `citeqa serve` processes on different ports serve one corpus.
 
-The Milvus Lite server is started on loopback for the session (tests/conftest.py)."""
+The Milvus Lite server is started on loopback for the session (tests/conftest.py). The same
+tests run against the real Milvus binary in tests/test_engine.py (``make test-engines``)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from pymilvus import (
+    AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker,
+)
 
 from citeqa.index import build
 from citeqa.index.errors import IndexProblem
@@ -131,3 +136,61 @@ def test_two_served_replicas_share_one_store(milvus_uri, model_cache, tmp_path) 
         assert httpx.get(f"{url_a}/documents/notes.txt/paragraphs/1").status_code == 404
     # Nothing of the shared state was kept in either data folder's uploads.
     assert not [p for n in ("a", "b") for p in Path(tmp_path, n).rglob("notes.txt")]
+
+
+def test_bm25_functions_and_hybrid_search_work_on_milvus_lite(milvus_uri) -> None:
+    """Milvus Lite 3.2.2 (pymilvus 3.0.2) has the built-in BM25 full-text search (a Function
+    from an analysed VARCHAR to a sparse vector, searched with the query's text) and
+    ``hybrid_search`` (several ANN requests fused by a ranker). Milvus 2.3.5 has neither
+    (tests/test_engine.py)."""
+    client = MilvusClient(uri=milvus_uri, timeout=20)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    client.create_collection(f"{name}_bm25", schema=bm25_schema(client),
+                             index_params=bm25_index(client), consistency_level="Strong")
+    assert [f["type"] for f in client.describe_collection(f"{name}_bm25")["functions"]] == [
+        FunctionType.BM25]
+    client.insert(f"{name}_bm25", [{"id": 1, "text": "The secret base was named Camp Falcon."},
+                                   {"id": 2, "text": "The river flows north to the sea."}])
+    hits = client.search(f"{name}_bm25", data=["camp falcon"], anns_field="sparse", limit=2,
+                         search_params={"metric_type": "BM25"})
+    assert [h["id"] for h in hits[0]] == [1]  # only the document with the words
+
+    dense_collection(client, f"{name}_dense")
+    hits = client.hybrid_search(f"{name}_dense", hybrid_requests(), RRFRanker(), limit=3)
+    assert len(hits[0]) == 3 and {h["id"] for h in hits[0][:2]} == {2, 3}
+    for suffix in ("_bm25", "_dense"):
+        client.drop_collection(name + suffix)
+
+
+# -- what the engine supports: built-in BM25 and hybrid search (also in tests/test_engine.py) --
+
+def bm25_schema(client: MilvusClient):
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("text", DataType.VARCHAR, max_length=1000, enable_analyzer=True)
+    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_function(Function(name="bm25", function_type=FunctionType.BM25,
+                                 input_field_names=["text"], output_field_names=["sparse"]))
+    return schema
+
+
+def bm25_index(client: MilvusClient):
+    params = client.prepare_index_params()
+    params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    return params
+
+
+def dense_collection(client: MilvusClient, name: str) -> None:
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("v", DataType.FLOAT_VECTOR, dim=4)
+    params = client.prepare_index_params()
+    params.add_index("v", index_type="FLAT", metric_type="COSINE")
+    client.create_collection(name, schema=schema, index_params=params,
+                             consistency_level="Strong")
+    client.insert(name, [{"id": i, "v": [1.0, float(i), 0.5, 0.1]} for i in range(5)])
+
+
+def hybrid_requests() -> list[AnnSearchRequest]:
+    return [AnnSearchRequest(data=[[1.0, q, 0.5, 0.1]], anns_field="v",
+                             param={"metric_type": "COSINE"}, limit=3) for q in (2.0, 3.0)]
