@@ -80,6 +80,11 @@ def _clip(text: str) -> str:
 # -- connections -------------------------------------------------------------------------------
 
 _clients: dict[tuple[str, str | None], MilvusClient] = {}
+# pymilvus pings an idle channel every 10 s; Milvus Lite's gRPC server allows one ping per 5
+# minutes without calls and answers more with GOAWAY "too_many_pings" (logged by gRPC on
+# stderr while an index is being embedded). Ping as often as servers allow.
+_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000,
+                 "grpc.keepalive_permit_without_calls": False}
 _clients_lock = threading.Lock()
 
 
@@ -92,7 +97,8 @@ def client_for(options: StoreOptions | None) -> MilvusClient:
         client = _clients.get(key)
         if client is None:
             try:
-                client = MilvusClient(uri=uri, token=options.token or "", timeout=10)
+                client = MilvusClient(uri=uri, token=options.token or "", timeout=10,
+                                      grpc_options=_GRPC_OPTIONS)
             except Exception as exc:  # noqa: BLE001 - connection errors come in many types
                 raise IndexProblem(f"cannot reach Milvus at {uri} ({type(exc).__name__}: "
                                    f"{str(exc)[:200]}). Start it, or set CITEQA_MILVUS_URI "
