@@ -5,7 +5,7 @@ CITEQA := $(VENV)/bin/citeqa
 STAMP := $(VENV)/.installed-stamp
 SQUAD ?= ../shared/benchmarks/squad
 
-.PHONY: stress train-retriever check-container check-install install run test eval eval-squad eval-extractors bench distill-reranker train-reader export-reader fit-abstention eval-reader clean
+.PHONY: stress train-retriever train-reranker check-container check-install install run test test-engines eval eval-squad eval-extractors eval-models bench bench-scale distill-reranker train-reader export-reader fit-abstention eval-reader clean
 
 install: $(STAMP)  ## create .venv and install citeqa with its dev extras (torch 2.13.0 CPU first)
 
@@ -21,6 +21,10 @@ test: install  ## every test, the import layering, declared dependencies and the
 	$(VENV)/bin/deptry index service eval citeqa
 	$(VENV)/bin/hadolint Dockerfile
 	$(PY) -m pytest
+
+test-engines: install  ## the `engine` suite against the real Milvus binary, milvus==2.3.5 (root: it runs in its own network namespace; ~4 min)
+	$(PY) -m pip install --quiet "milvus==2.3.5"
+	$(PY) -m pytest -m engine
 
 stress: install  ## SIGKILL loops (citeqa index, serve during an upload) and the 60 s load + overload test (~9 min); see docs/reliability.md
 	$(PY) scripts/stress.py $(STRESS_ARGS)
@@ -41,8 +45,14 @@ eval-extractors: install  ## sentence and reader extractors side by side: our se
 	$(CITEQA) eval --ablation hybrid+rerank --ablation hybrid+rerank+reader
 	$(CITEQA) eval --ablation hybrid+rerank --ablation hybrid+rerank+reader --squad $(SQUAD)/dev-v2.0.json --title Amazon_rainforest --title Black_Death --title Pharmacy --title Jacksonville,_Florida
 
+eval-models: install  ## issue 12's models side by side: defaults / bi-encoder / cross-encoder / both on our set, SQuAD test17, SQuADShifts new_wiki, reddit, amazon -> docs/results/eval-models.{json,md} (hours; EVAL_MODELS_ARGS, e.g. --sets own --limit 5)
+	OMP_NUM_THREADS=1 $(PY) scripts/eval_models.py $(EVAL_MODELS_ARGS)
+
 bench: install  ## latency and build-time figures (in-process and over HTTP)
 	$(PY) scripts/bench.py --http-runs 3 $(BENCH_ARGS)
+
+bench-scale: install  ## FAISS flat/HNSW/IVF and Milvus Lite at 10k/100k/1M passages (docs/scaling.md; first run embeds ~34k SQuAD passages, ~1.5 h one thread; then ~N min)
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_scale.py $(BENCH_SCALE_ARGS)
 
 distill-reranker: install  ## distil the 12-layer cross-encoder into the 6-layer one in models/reranker (~15 + ~50 min, one thread)
 	OMP_NUM_THREADS=1 $(PY) scripts/distill_reranker.py --squad-dir $(SQUAD) --out models/reranker $(DISTILL_ARGS)
@@ -55,6 +65,10 @@ train-reader: install  ## train the span reader on CPU in three stages (~50 + ~4
 train-retriever: install  ## the question -> sentence bi-encoder (issue 12), stage 1 (~80 min on one thread; add --resume to continue)
 	OMP_NUM_THREADS=1 $(PY) scripts/train_retriever.py --prepare-only --squad-dir $(SQUAD)
 	OMP_NUM_THREADS=1 $(PY) scripts/train_retriever.py --squad-dir $(SQUAD) --stage 1 --examples 38400 --batch-size 64 $(TRAIN_ARGS)
+
+train-reranker: install  ## the answer-sentence cross-encoder (issue 12): pairs, then stage 1 (~75 min on one thread; add --resume to continue), INT8 ONNX in models/reranker_answer/
+	OMP_NUM_THREADS=1 $(PY) scripts/train_reranker.py --prepare-only --squad-dir $(SQUAD)
+	OMP_NUM_THREADS=1 $(PY) scripts/train_reranker.py --squad-dir $(SQUAD) --stage 1 --threads 1 $(TRAIN_ARGS)
 
 export-reader: install  ## export the trained reader to INT8 ONNX in models/reader/
 	OMP_NUM_THREADS=1 $(PY) scripts/export_reader.py --model models/reader/checkpoints3/final --out-dir models/reader --json models/reader/export_dev.json $(EXPORT_ARGS)
