@@ -9,7 +9,7 @@ import re
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from citeqa.index.documents import file_sha256
@@ -43,7 +43,7 @@ class IndexConfig:
     dim: int
     window_chars: int = 900
     window_overlap: int = 1
-    index_type: str = "flat"
+    index_type: str = "auto"
     store: str = "faiss"  # the Store class (citeqa.index.store.STORES) holding the vectors
     units_version: int = UNITS_VERSION
     format_version: int = FORMAT_VERSION
@@ -232,6 +232,10 @@ class CorpusIndex:
                 f"{manifest_path}: index format_version {config.format_version!r}, this citeqa "
                 f"reads {FORMAT_VERSION}. " + rebuild_hint(index_dir))
         if expected is not None:
+            if config.store == "faiss" and config.index_type != expected.index_type:
+                # FAISS's index is derived from the stored vectors: another type is rebuilt
+                # from them on the first search, never a reason to re-embed.
+                config = replace(config, index_type=expected.index_type)
             check_compatible(config, expected, index_dir)
         stale = _verify_checksums(generation, checksums, index_dir)
         paragraphs: dict[str, list[Paragraph]] = {}

@@ -25,7 +25,18 @@ import numpy as np
 from citeqa.index.errors import IndexProblem, InvalidInput
 from citeqa.index.units import Unit
 
-INDEX_TYPES = ("flat", "hnsw", "ivf")
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")
+# ``auto``: exact search below this many vectors, HNSW from there on. Measured (make
+# bench-scale, docs/scaling.md): flat search is 0.4 ms at 10k vectors, 7.9 ms at 100k and 61 ms
+# at 1M, where HNSW answers in 0.5-0.7 ms at recall@10 0.99 (100k) and 0.96 (1M).
+AUTO_EXACT_BELOW = 100_000
+
+
+def resolve_index_type(index_type: str, n: int) -> str:
+    """The index a store of ``n`` vectors builds for ``index_type`` (``auto`` follows size)."""
+    if index_type == "auto":
+        return "flat" if n < AUTO_EXACT_BELOW else "hnsw"
+    return index_type
 
 
 @dataclass(frozen=True)
@@ -179,11 +190,12 @@ class FaissStore:
 
     def _build(self) -> faiss.Index:
         n = len(self._vectors)
+        kind = resolve_index_type(self.index_type, n)
         index: faiss.Index
-        if self.index_type == "hnsw":
+        if kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = 128
-        elif self.index_type == "ivf" and n >= 256:
+        elif kind == "ivf" and n >= 256:
             nlist = max(1, int(np.sqrt(n)))
             quantizer = faiss.IndexFlatIP(self.dim)
             index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -269,10 +281,21 @@ class FaissStore:
             index = faiss.read_index(str(directory / "faiss.index"))
         except RuntimeError:  # missing or unreadable: derived from the vectors, so rebuild
             index = None
-        # A FAISS file that disagrees with the table is never trusted: rebuild from vectors.
+        # A FAISS file that disagrees with the table, or is of another type than this store
+        # builds now (the setting changed, or ``auto`` crossed its size), is never used:
+        # rebuilt from the vectors on the first search.
         store._faiss = (index if index is not None and index.ntotal == len(store._units)
-                        and index.d == dim else None)
+                        and index.d == dim and _is_kind(index, resolve_index_type(
+                            index_type, len(store._units))) else None)
         return store
+
+
+def _is_kind(index: faiss.Index, kind: str) -> bool:
+    if kind == "hnsw":
+        return isinstance(index, faiss.IndexHNSWFlat)
+    if kind == "ivf":  # on too few vectors to train, an IVF store is flat
+        return isinstance(index, (faiss.IndexIVFFlat, faiss.IndexFlatIP))
+    return isinstance(index, faiss.IndexFlatIP)
 
 
 def _empty(n: int) -> tuple[np.ndarray, np.ndarray]:

