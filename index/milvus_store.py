@@ -119,8 +119,10 @@ def _call(what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 def _ensure(client: MilvusClient, name: str, schema_fields: Iterable[tuple], vector: str,
             index: tuple[str, str, dict]) -> None:
-    """Create the collection with an explicit schema and its index, unless it exists."""
+    """Create the collection with an explicit schema and its index, unless it exists; an
+    existing one is loaded (after a restart of the engine its collections are released)."""
     if _call("has_collection", client.has_collection, name):
+        _call("load_collection", client.load_collection, name)
         return
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     for field_name, dtype, kwargs in schema_fields:

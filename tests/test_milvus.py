@@ -194,3 +194,26 @@ def dense_collection(client: MilvusClient, name: str) -> None:
 def hybrid_requests() -> list[AnnSearchRequest]:
     return [AnnSearchRequest(data=[[1.0, q, 0.5, 0.1]], anns_field="v",
                              param={"metric_type": "COSINE"}, limit=3) for q in (2.0, 3.0)]
+
+
+def test_a_restarted_engine_serves_its_collections(tmp_path) -> None:
+    """After Milvus restarts, its collections are released; opening the store loads them."""
+    import numpy as np
+
+    from citeqa.index.milvus_store import MilvusCatalog
+    from citeqa.index.store import StoreOptions, new_store
+    from citeqa.index.units import Unit
+    from tests.conftest import milvus_lite
+
+    vecs = np.eye(4, dtype=np.float32)
+    units = [Unit("a.txt", 1, i, i + 1, f"t{i}") for i in range(4)]
+    with milvus_lite(tmp_path / "data", tmp_path / "1.log") as uri:
+        options = StoreOptions(uri=uri, prefix="restart")
+        new_store("milvus", 4, "flat", role="sentences", options=options).add(units, vecs)
+        MilvusCatalog(options).publish([("a.txt", "text", "0" * 64, "upload", 1)])
+    with milvus_lite(tmp_path / "data", tmp_path / "2.log") as uri:
+        options = StoreOptions(uri=uri, prefix="restart")
+        store = new_store("milvus", 4, "flat", role="sentences", options=options)
+        store.attach(units)
+        assert store.search(vecs[[2]], 1)[0][0, 0] == 2
+        assert MilvusCatalog(options).listing() == {"a.txt": ("0" * 64, "upload", 1)}
