@@ -12,7 +12,7 @@ Data (cached under ``.bench/scale/``, git-ignored; built on the first run):
 - real passages: SQuAD v1.1 dev and train contexts, then SQuADShifts new_wiki, reddit and
   amazon, cut into passages and sentences by citeqa's own ``split_document`` and embedded once
   with the packaged model (``SentenceTransformerEmbedder().encode``, torch, one thread);
-- synthetic passages beyond the real ones (about 31k): each takes a real passage as its source;
+- synthetic passages beyond the real ones (33,842): each takes a real passage as its source;
   its vector is the source vector plus isotropic Gaussian noise, re-normalised, and its text is
   made of words drawn from the real corpus' unigram distribution, cut into sentences of real
   sentence lengths, as long as the source passage. Synthetic text is not what the vector says;
@@ -34,7 +34,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
-import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -132,10 +131,12 @@ def read_units(path: Path, limit: int | None = None) -> list:
     return out
 
 
-def _embedder():
+def _embedder(cache: Path):
     from citeqa.index.embed import SentenceTransformerEmbedder
 
-    return SentenceTransformerEmbedder(threads=1, cache_dir=REPO / ".bench" / "scale" / "model")
+    # The QA of the end-to-end runs (data_dir CACHE/qa-data) finds this ONNX export there, so
+    # none of them loads torch to export it again (it would add ~0.8 GB to its peak RSS).
+    return SentenceTransformerEmbedder(threads=1, cache_dir=cache / "qa-data" / "cache")
 
 
 def embed_real(cache: Path) -> None:
@@ -150,7 +151,7 @@ def embed_real(cache: Path) -> None:
         texts = [u.text for u in read_units(cache / f"real-{kind}.jsonl")]
         chunks = cache / f"chunks-{kind}"
         chunks.mkdir(exist_ok=True)
-        embedder = embedder or _embedder()
+        embedder = embedder or _embedder(cache)
         parts = []
         t0 = time.perf_counter()
         done_now = 0
@@ -185,7 +186,7 @@ def prepare_queries(cache: Path, n: int) -> None:
     questions = [q["question"] for a in data for p in a["paragraphs"] for q in p["qas"]]
     rng = np.random.default_rng(SEED)
     chosen = [questions[i] for i in rng.choice(len(questions), size=n, replace=False)]
-    embedder = _embedder()
+    embedder = _embedder(cache)
     vectors = np.stack([embedder.encode_query(q) for q in chosen]).astype(np.float32)
     (cache / "queries.json").write_text(json.dumps(chosen, indent=0), encoding="utf-8")
     np.save(path, vectors)
@@ -198,7 +199,7 @@ def encode_throughput(cache: Path, n: int = 256) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     texts = [u.text for u in read_units(cache / "real-passages.jsonl", n)]
-    embedder = _embedder()
+    embedder = _embedder(cache)
     embedder.encode(texts[:32])  # load torch and the weights first
     t = time.perf_counter()
     embedder.encode(texts)
@@ -338,7 +339,9 @@ def _rss_mb() -> float:
 
 
 def _hwm_mb(pid: int) -> float:
-    """Peak resident set size (VmHWM) of a running process (MiB)."""
+    """Peak resident set size (VmHWM) of a running process (MiB). Not getrusage's ru_maxrss:
+    Linux carries that over from the parent across fork + exec, so a worker would report the
+    driver's own peak when it is larger."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -430,7 +433,7 @@ def worker_store(job: dict) -> dict:
         t = time.perf_counter()
         store.add(units[:5], np.load(cache / "real-passages.npy", mmap_mode="r")[:5])
         out["append_5_units_ms"] = round((time.perf_counter() - t) * 1000, 1)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["peak_rss_mb"] = round(_hwm_mb(os.getpid()), 1)
     return out
 
 
@@ -526,7 +529,7 @@ def worker_ask(job: dict) -> dict:
                         p_lex, s_lex)
     questions = json.loads((cache / "queries.json").read_text())[:job["ask_queries"]]
     qa = QA(index_type=kind, threads=1, workers=1,
-            data_dir=Path(job["tmp"]) / "qa-data")
+            data_dir=cache / "qa-data")
     qa.warm_up()
     qa._index = index  # the prebuilt index (no documents folder of a million files)
     for q in questions[:5]:
@@ -543,7 +546,7 @@ def worker_ask(job: dict) -> dict:
             "bm25_build_s": round(t_bm25, 1), "ask_p50_ms": _pct(totals, 50),
             "ask_p95_ms": _pct(totals, 95), "n": len(totals),
             "stages_p50_ms": {k: _pct(v, 50) for k, v in stages.items()},
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(_hwm_mb(os.getpid()), 1)}
 
 
 # -- Milvus Lite --------------------------------------------------------------------------------
@@ -630,9 +633,11 @@ def print_table(results: dict) -> None:
         if "error" in r or "skipped" in r:
             print(f"{r['size']:>9} {r['store']:<7} {r.get('skipped') or r['error'][:80]}")
             continue
-        rss = r["peak_rss_mb"] + r.get("server_peak_rss_mb", 0)
+        # Milvus: this client's peak + the milvus-lite server's; its disk: the data folder
+        rss = (f"{r['peak_rss_mb']:.0f}+{r['server_peak_rss_mb']:.0f}"
+               if "server_peak_rss_mb" in r else f"{r['peak_rss_mb']:.0f}")
         disk = r.get("data_dir_mb", r["saved_mb"])
-        print(f"{r['size']:>9} {r['store']:<7} {r['build_s']:>8.1f} {disk:>8.0f} {rss:>11.0f} "
+        print(f"{r['size']:>9} {r['store']:<7} {r['build_s']:>8.1f} {disk:>8.0f} {rss:>11} "
               f"{r['search_p50_ms']:>8.2f} {r['search_p95_ms']:>8.2f} {r['recall_at_10']:>9.3f} "
               f"{r['ingest_passages_per_s']:>9.0f} {r['ingest_passages_per_s'] / enc:>8.0f}x")
     print(f"raw model.encode: {enc} passages/s (one thread, {results['encode']['passages']} "
@@ -674,6 +679,8 @@ def main(argv: list[str] | None = None) -> None:
         result = (worker_store if mode == "store" else worker_ask)(json.loads(job))
         print(json.dumps(result, default=str))
         return
+    # SIGTERM (a background job ignores SIGINT) unwinds too: workers killed, Milvus stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
     cache = Path(args.cache)
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -692,7 +699,8 @@ def main(argv: list[str] | None = None) -> None:
     tmp = cache / "run"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    results: dict = {"machine": {"cpus": os.cpu_count(), "note": "see docs/scaling.md"},
+    results: dict = {"machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
+                                 "note": "see docs/scaling.md"},
                      "real_passages": n_real, "noise": NOISE, "queries": len(queries),
                      "encode": encode, "stores": [], "ask": [], "sizes": {}}
     out = Path(args.out)
@@ -700,6 +708,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def write() -> None:
         results["total_s"] = round(time.perf_counter() - started, 1)
+        results["machine"]["loadavg_end"] = os.getloadavg()
         out.write_text(json.dumps(results, indent=1, default=str) + "\n")
 
     try:
