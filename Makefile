@@ -51,7 +51,7 @@ eval-models: install  ## issue 12's models side by side: defaults / bi-encoder /
 bench: install  ## latency and build-time figures (in-process and over HTTP)
 	$(PY) scripts/bench.py --http-runs 3 $(BENCH_ARGS)
 
-bench-scale: install  ## FAISS flat/HNSW/IVF and Milvus Lite at 10k/100k/1M passages (docs/scaling.md; first run embeds ~34k SQuAD passages, ~1.5 h one thread; then ~N min)
+bench-scale: install  ## FAISS flat/HNSW/IVF and Milvus Lite at 10k/100k/1M passages (docs/scaling.md): ~35 min; the first run also embeds ~34k real passages (~70 min, cached in .bench/scale)
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_scale.py $(BENCH_SCALE_ARGS)
 
 distill-reranker: install  ## distil the 12-layer cross-encoder into the 6-layer one in models/reranker (~15 + ~50 min, one thread)
