@@ -35,7 +35,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from citeqa.index.errors import IndexProblem
-from citeqa.index.store import INDEX_TYPES, StoreOptions
+from citeqa.index.store import INDEX_TYPES, StoreOptions, read_units, write_units
 from citeqa.index.units import Unit
 
 # pymilvus logs every failed call with a traceback on its own handler; citeqa reports the
@@ -311,10 +311,7 @@ class MilvusStore:
     def save(self, directory: Path) -> None:
         """The local table only (the vectors are in the engine)."""
         directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / "units.jsonl", "w", encoding="utf-8") as f:
-            for u in self._units:
-                f.write(json.dumps([u.file, u.paragraph, u.start, u.end, u.text],
-                                   ensure_ascii=False) + "\n")
+        write_units(directory / "units.jsonl", self._units)
         (directory / "milvus.json").write_text(json.dumps(
             {"collection": self.collection, "kind": self.kind}), encoding="utf-8")
 
@@ -322,13 +319,7 @@ class MilvusStore:
     def load(cls, directory: Path, dim: int, index_type: str = "hnsw", *, role: str = "units",
              options: StoreOptions | None = None) -> MilvusStore:
         store = cls(dim, index_type, role=role, options=options)
-        path = directory / "units.jsonl"
-        try:
-            with open(path, encoding="utf-8") as f:
-                store.attach([Unit(*json.loads(line)) for line in f])
-        except (OSError, ValueError, TypeError) as exc:
-            raise IndexProblem(f"{path}: unreadable unit table ({type(exc).__name__}: "
-                               f"{str(exc)[:200]}).") from None
+        store.attach(read_units(directory / "units.jsonl"))
         return store
 
 

@@ -236,10 +236,7 @@ class FaissStore:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / "units.jsonl", "w", encoding="utf-8") as f:
-            for u in self._units:
-                f.write(json.dumps([u.file, u.paragraph, u.start, u.end, u.text],
-                                   ensure_ascii=False) + "\n")
+        write_units(directory / "units.jsonl", self._units)
         np.save(directory / "vectors.npy", self._vectors)
         if self._faiss is None:
             self._faiss = self._build()
@@ -259,13 +256,8 @@ class FaissStore:
         """Load a saved store; a damaged unit table or vector file raises ``IndexProblem``
         naming it, an unreadable or stale FAISS file is rebuilt from the vectors."""
         store = cls(dim, index_type)
-        units_path, vectors_path = directory / "units.jsonl", directory / "vectors.npy"
-        try:
-            with open(units_path, encoding="utf-8") as f:
-                store._units = [Unit(*json.loads(line)) for line in f]
-        except (OSError, ValueError, TypeError) as exc:
-            raise IndexProblem(f"{units_path}: unreadable unit table ({type(exc).__name__}: "
-                               f"{str(exc)[:200]}).") from None
+        vectors_path = directory / "vectors.npy"
+        store._units = read_units(directory / "units.jsonl")
         try:
             vectors = np.load(vectors_path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
@@ -288,6 +280,24 @@ class FaissStore:
                         and index.d == dim and _is_kind(index, resolve_index_type(
                             index_type, len(store._units))) else None)
         return store
+
+
+def write_units(path: Path, units: Sequence[Unit]) -> None:
+    """A store's unit table as JSON lines (what ``read_units`` reads back)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for u in units:
+            f.write(json.dumps([u.file, u.paragraph, u.start, u.end, u.text],
+                               ensure_ascii=False) + "\n")
+
+
+def read_units(path: Path) -> list[Unit]:
+    """The unit table ``write_units`` wrote; damage raises ``IndexProblem`` naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [Unit(*json.loads(line)) for line in f]
+    except (OSError, ValueError, TypeError) as exc:
+        raise IndexProblem(f"{path}: unreadable unit table ({type(exc).__name__}: "
+                           f"{str(exc)[:200]}).") from None
 
 
 def _is_kind(index: faiss.Index, kind: str) -> bool:
