@@ -183,6 +183,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc, timeout: float) -> None:
+    """Stop a server we started, by its PID: SIGTERM, then SIGKILL after ``timeout`` s."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextlib.contextmanager
 def running_server(args: list[str], env: dict[str, str], log_path: Path,
                    cwd: Path | None = None, command: str | None = None):
@@ -206,13 +219,7 @@ def running_server(args: list[str], env: dict[str, str], log_path: Path,
             pytest.fail(log_path.read_text(errors="replace"))
         yield url, proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, 30)
         log.close()
 
 
@@ -269,12 +276,7 @@ def milvus_lite(data_dir: Path, log_path: Path):
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 20)
         log.close()
 
 
@@ -469,15 +471,8 @@ class MilvusEngine:
         """SIGTERM by PID; SIGKILL if it has not exited after ``timeout`` seconds (with
         collections loaded, 2.3.5's own stop retries its stopped coordinators for longer
         than that; its data folder is the session's temporary one)."""
-        import subprocess
-
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop(self.proc, timeout)
         if self.ports is not None:
             self.ports.close()
         if self.proc is not None:
