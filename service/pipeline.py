@@ -140,9 +140,12 @@ class QA:
             except IndexNotFoundError:
                 current = None
         seen = ""
+        cache_stale = current is None  # the index folder lacks what this start serves
         if catalog is not None:
             seen = catalog.version()  # read before the listing: a later change is seen later
-            current, _ = follow_catalog(current, self.index_config, catalog, options=options)
+            current, followed = follow_catalog(current, self.index_config, catalog,
+                                               options=options)
+            cache_stale = cache_stale or followed.changed
         documents, errors = scan_directory(Path(s.docs_dir))
         uploads: list[Document] = []
         if catalog is None and s.uploads_dir.is_dir():
@@ -155,7 +158,7 @@ class QA:
                                        keep_uploads=catalog is not None)
             if catalog is not None and report.changed:
                 _publish(catalog, new, documents, report)
-            if report.changed or current is None or catalog is not None:
+            if report.changed or cache_stale:
                 new.save(index_dir)
             self._catalog, self._seen_version = catalog, seen
             self._checked_at = time.monotonic()
