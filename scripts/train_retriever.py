@@ -115,6 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.output_dir = args.output_dir or args.work_dir / f"stage{args.stage}"
     args.data = args.data or args.work_dir / "data" / "train.jsonl"
+    if args.base_model and os.path.isdir(args.base_model):
+        # absolute, so --resume matches the checkpoint's record from any working directory
+        args.base_model = str(Path(args.base_model).resolve())
     return args
 
 

@@ -217,3 +217,36 @@ def test_a_restarted_engine_serves_its_collections(tmp_path) -> None:
         store.attach(units)
         assert store.search(vecs[[2]], 1)[0][0, 0] == 2
         assert MilvusCatalog(options).listing() == {"a.txt": ("0" * 64, "upload", 1)}
+
+
+def test_save_flushes_what_the_store_wrote_and_only_that(milvus_options, tmp_path) -> None:
+    """A save ends a batch of writes: it seals them (flush), so the engine's vector index
+    covers them instead of a brute-force scan of the growing segment; a save with nothing
+    new written does not flush again. Searches find the rows before and after."""
+    import numpy as np
+
+    from citeqa.index.milvus_store import MilvusStore
+    from citeqa.index.units import Unit
+
+    store = MilvusStore(8, "hnsw", role="passages", options=milvus_options)
+    flushed: list[str] = []
+    real_flush = store._client.flush
+    store._client.flush = lambda name, **kw: (flushed.append(name), real_flush(name, **kw))[1]
+    try:
+        units = [Unit("a.txt", i + 1, 10 * i, 10 * i + 2, f"t{i}") for i in range(20)]
+        vectors = np.random.default_rng(3).normal(size=(20, 8)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        store.add(units, vectors)
+        assert store.search(vectors[:1], 1)[0][0, 0] == 0  # readable before the flush
+        store.save(tmp_path / "cache")
+        assert flushed == [store.collection]
+        store.save(tmp_path / "cache")  # nothing written since: no second flush
+        assert flushed == [store.collection]
+        ids, _ = store.search(vectors[5:6], 1)
+        assert ids[0, 0] == 5
+        store.remove_file("a.txt")  # a delete is a write too
+        store.save(tmp_path / "cache")
+        assert flushed == [store.collection] * 2
+        assert len(store) == 0 and store.search(vectors[:1], 1)[0].shape == (1, 0)
+    finally:
+        del store._client.flush
