@@ -1,9 +1,9 @@
 """Document embeddings on Ray Data: ``citeqa index DIR --engine ray``.
 
 :class:`RayEmbedder` is an :class:`~citeqa.index.embed.Embedder` whose ``encode`` spreads the
-texts over an actor pool (``map_batches``); each actor loads the sentence-transformers model
-once, through the same :class:`~citeqa.index.embed.SentenceTransformerEmbedder` the in-process
-path uses, so the vectors are the same (to float rounding: ~1e-7). Questions are never embedded
+texts over an actor pool (``map_batches``); each actor loads the model once, through the same
+:func:`~citeqa.index.embed.make_embedder` the in-process path uses, so the vectors are the same
+(to float rounding: ~1e-7). Questions are never embedded
 on Ray: ``encode_query`` and ``dim`` go to an in-process embedder, and the index records the same
 ``embedding_model``, so a server with the ordinary embedder opens an index built here.
 
@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from citeqa.index.embed import DEFAULT_EMBEDDING_MODEL, SentenceTransformerEmbedder
+from citeqa.index.embed import DEFAULT_EMBEDDING_MODEL, make_embedder
 from citeqa.index.errors import CiteQAError, InvalidInput
 
 INSTALL_HINT = "pip install 'citeqa[ray]'"
@@ -73,9 +73,10 @@ class _EncodeActor:
     def __init__(self, model: str, batch_size: int, device: str) -> None:
         import socket
 
-        # Documents only: torch, one thread (Ray also sets OMP_NUM_THREADS to the actor's CPUs).
-        self._embedder = SentenceTransformerEmbedder(model, threads=1, batch_size=batch_size,
-                                                     device=device, backend="torch")
+        # Documents only: one thread (Ray also sets OMP_NUM_THREADS to the actor's CPUs); a
+        # sentence-transformers model embeds them with torch, as in-process.
+        self._embedder = make_embedder(model, threads=1, batch_size=batch_size, device=device,
+                                       backend="torch")
         self._embedder.warm_up()
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -87,8 +88,8 @@ class _EncodeActor:
 
 
 class RayEmbedder:
-    """Embeds documents with Ray Data; same protocol (and vectors) as
-    :class:`~citeqa.index.embed.SentenceTransformerEmbedder`.
+    """Embeds documents with Ray Data; same protocol (and vectors) as the in-process embedder
+    of the same model (:func:`~citeqa.index.embed.make_embedder`).
 
     ``batch_size``: texts per actor call (Ray Data batch); ``embed_batch_size``: the model's own
     batch inside an actor (the in-process default). ``concurrency``: actors, ``2`` or ``"1-4"``
@@ -115,8 +116,7 @@ class RayEmbedder:
         self.embed_batch_size = embed_batch_size
         self.device = device
         self._query = query_embedder if query_embedder is not None else \
-            SentenceTransformerEmbedder(model, threads=threads, backend=backend,
-                                        cache_dir=cache_dir)
+            make_embedder(model, threads=threads, backend=backend, cache_dir=cache_dir)
         self._started_ray = False
         # After each encode: the workers ("host:pid") that embedded, and Ray Data's stats.
         self.last_workers: set[str] = set()

