@@ -207,11 +207,27 @@ def run_eval(opts: EvalOptions, echo: Callable[[str], None] = print,
     return reports
 
 
+# Settings recorded in an index's manifest: runs that differ in one need their own index.
+_INDEX_SETTINGS = ("embedding_model", "window_chars", "window_overlap", "index_type", "store")
+
+
+def _index_dir_for(ds: Dataset, settings: Any) -> Path:
+    """The dataset's cached index for these index settings: one folder per combination, so
+    evaluating another embedding model (or window) builds its own index once and never
+    clashes with, or rebuilds, the default one."""
+    import hashlib
+
+    values = json.dumps([str(getattr(settings, k)) for k in _INDEX_SETTINGS])
+    return ds.index_dir.with_name(
+        f"{ds.index_dir.name}-{hashlib.sha256(values.encode()).hexdigest()[:12]}")
+
+
 def _in_process_qa(ds: Dataset, overrides: dict[str, Any], echo: Callable[[str], None]):
     from citeqa.service.pipeline import QA
     from citeqa.service.settings import Settings
 
-    settings = Settings(**{**overrides, "docs_dir": ds.docs_dir, "index_dir": ds.index_dir})
+    settings = Settings(**{**overrides, "docs_dir": ds.docs_dir})
+    settings = settings.model_copy(update={"index_dir": _index_dir_for(ds, settings)})
     # Every answer comes back (threshold -1) and the configured threshold is applied when
     # scoring: identical results, and the sweep can try other thresholds for free.
     qa = QA(settings.model_copy(update={"abstain_threshold": -1.0}))

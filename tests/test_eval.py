@@ -276,3 +276,19 @@ def test_unknown_ablation_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(DatasetError, match="unknown ablation 'rerank'.*hybrid\\+rerank\\+reader"):
         run_eval(EvalOptions(squad=_tiny_squad(tmp_path), work_dir=tmp_path / "work",
                              only=["rerank"]))
+
+
+def test_each_combination_of_index_settings_gets_its_own_cached_index(tmp_path) -> None:
+    """Evaluating another embedding model (or window, store, index type) must not open, or
+    rebuild, the index another run cached: each combination has its own folder."""
+    from citeqa.eval.app import Dataset, _index_dir_for
+    from citeqa.service.settings import Settings
+
+    ds = Dataset("d", tmp_path / "docs", {}, [], tmp_path / "own" / "index")
+    default = _index_dir_for(ds, Settings())
+    assert default.parent == ds.index_dir.parent
+    assert default == _index_dir_for(ds, Settings(reranker="off", extractor="reader"))
+    others = {_index_dir_for(ds, Settings(**kw)) for kw in (
+        {"embedding_model": "citeqa-retriever"}, {"window_chars": 600}, {"window_overlap": 0},
+        {"index_type": "hnsw"})}
+    assert len(others) == 4 and default not in others
