@@ -62,9 +62,11 @@ train-reader: install  ## train the span reader on CPU in three stages (~50 + ~4
 	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --base-model models/reader/checkpoints/final --output-dir models/reader/checkpoints2 --max-examples 15000 --neg-ratio 0.2 --epochs 1 --lr 5e-5 --batch-size 16 --seed 14 --threads 1 $(TRAIN_ARGS)
 	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --base-model models/reader/checkpoints2/final --output-dir models/reader/checkpoints3 --max-examples 25000 --neg-ratio 0.2 --epochs 1 --lr 4e-5 --batch-size 16 --seed 15 --threads 1 $(TRAIN_ARGS)
 
-train-retriever: install  ## the question -> sentence bi-encoder (issue 12), stage 1 (~80 min on one thread; add --resume to continue)
+train-retriever: install  ## the question -> sentence bi-encoder (issue 12): data, stages 1 and 2 (~70 min each on an idle thread; TRAIN_ARGS=--resume continues a stage), INT8 ONNX in models/retriever/
 	OMP_NUM_THREADS=1 $(PY) scripts/train_retriever.py --prepare-only --squad-dir $(SQUAD)
 	OMP_NUM_THREADS=1 $(PY) scripts/train_retriever.py --squad-dir $(SQUAD) --stage 1 --examples 38400 --batch-size 64 $(TRAIN_ARGS)
+	OMP_NUM_THREADS=1 $(PY) scripts/train_retriever.py --squad-dir $(SQUAD) --stage 2 --offset 38400 --examples 38400 --batch-size 64 --base-model models/retriever/work/stage1/final $(TRAIN_ARGS)
+	OMP_NUM_THREADS=1 $(PY) scripts/export_retriever.py --squad-dir $(SQUAD) --model models/retriever/work/stage2/final --out-dir models/retriever
 
 train-reranker: install  ## the answer-sentence cross-encoder (issue 12): pairs, then stage 1 (~75 min on one thread; add --resume to continue), INT8 ONNX in models/reranker_answer/
 	OMP_NUM_THREADS=1 $(PY) scripts/train_reranker.py --prepare-only --squad-dir $(SQUAD)

@@ -6,7 +6,8 @@ plus one JSON file (default ``docs/results/eval-models.{json,md}``).
 
 Rows (environment overrides of the pipeline's settings):
 - ``defaults``: no overrides (every ``CITEQA_*`` variable of the calling shell is dropped);
-- ``bi-encoder``: ``CITEQA_EMBEDDING_MODEL=<--retriever>`` (default models/retriever/final);
+- ``bi-encoder``: ``CITEQA_EMBEDDING_MODEL=<--retriever>`` (default models/retriever, the shipped
+  INT8 ONNX folder, i.e. ``citeqa-retriever``; a sentence-transformers folder works too);
 - ``cross-encoder``: ``CITEQA_RERANKER=distilled CITEQA_RERANKER_PATH=<--reranker-path>``
   (default models/reranker_answer), plus ``CITEQA_ABSTAIN_THRESHOLD`` with
   ``--reranker-threshold``;
@@ -223,7 +224,8 @@ def row_env(name: str, args: argparse.Namespace) -> tuple[dict[str, str], str | 
     missing: list[str] = []
     if name in ("bi-encoder", "both"):
         env["CITEQA_EMBEDDING_MODEL"] = _rel(args.retriever)
-        if not any((args.retriever / f).is_file() for f in ("modules.json", "config.json")):
+        if not any((args.retriever / f).is_file()
+                   for f in ("embedder_config.json", "modules.json", "config.json")):
             missing.append(f"no bi-encoder at {_rel(args.retriever)}")
     if name in ("cross-encoder", "both"):
         env["CITEQA_RERANKER"] = "distilled"
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extractors", type=_csv, default=[],
                    help="comma list of sentence, reader: each row once per extractor "
                         "(default: once, with the pipeline's default extractor)")
-    p.add_argument("--retriever", type=Path, default=REPO / "models/retriever/final",
+    p.add_argument("--retriever", type=Path, default=REPO / "models/retriever",
                    help="the bi-encoder's folder (CITEQA_EMBEDDING_MODEL)")
     p.add_argument("--reranker-path", type=Path, default=REPO / "models/reranker_answer",
                    help="the answer-sentence cross-encoder's folder (CITEQA_RERANKER_PATH)")
