@@ -288,23 +288,32 @@ class SentenceTransformerEmbedder:
         if self._session is None:
             return self.encode([text])[0]
         if self._tokenizer is not None:
-            # sentence-transformers' rules: stripped, lower-cased if the model says so,
-            # truncated at max_seq_length
-            text = text.strip()
-            enc = self._tokenizer.encode(text.lower() if self._lower_case else text)
-            ids = np.asarray([enc.ids], dtype=np.int64)
-            feed = {"input_ids": ids,
-                    "attention_mask": np.asarray([enc.attention_mask], dtype=np.int64),
-                    "token_type_ids": np.asarray([enc.type_ids], dtype=np.int64)}
-        else:  # no tokenizer.json: sentence-transformers' own tokenisation
-            features = self._model.preprocess([text])  # type: ignore[union-attr]
-            ids = features["input_ids"].numpy()
-            types = features.get("token_type_ids")
-            feed = {"input_ids": ids, "attention_mask": features["attention_mask"].numpy(),
-                    "token_type_ids": types.numpy() if types is not None else np.zeros_like(ids)}
-        hidden = self._session.run(None, feed)[0][0]  # type: ignore[union-attr]  # no padding
-        pooled = hidden.mean(axis=0)
-        return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+            return embed_one(self._session, self._tokenizer, text, self._lower_case)
+        # no tokenizer.json: sentence-transformers' own tokenisation
+        features = self._model.preprocess([text])  # type: ignore[union-attr]
+        ids = features["input_ids"].numpy()
+        types = features.get("token_type_ids")
+        return _mean_pooled(self._session, {
+            "input_ids": ids, "attention_mask": features["attention_mask"].numpy(),
+            "token_type_ids": types.numpy() if types is not None else np.zeros_like(ids)})
+
+
+def embed_one(session, tokenizer, text: str, lower_case: bool) -> np.ndarray:
+    """One text through an ONNX transformer, tokenised under sentence-transformers' rules
+    (stripped, lower-cased if the model says so, truncated by the tokenizer at the model's
+    max_seq_length), mean-pooled and normalised."""
+    text = text.strip()
+    enc = tokenizer.encode(text.lower() if lower_case else text)
+    return _mean_pooled(session, {
+        "input_ids": np.asarray([enc.ids], dtype=np.int64),
+        "attention_mask": np.asarray([enc.attention_mask], dtype=np.int64),
+        "token_type_ids": np.asarray([enc.type_ids], dtype=np.int64)})
+
+
+def _mean_pooled(session, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """One unpadded sequence: the mean of its last hidden states, L2-normalised."""
+    pooled = session.run(None, feed)[0][0].mean(axis=0)
+    return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
 
 
 def _version(distribution: str) -> str:
@@ -375,15 +384,8 @@ class OnnxEmbedder:
 
     def encode_query(self, text: str) -> np.ndarray:
         self.warm_up()
-        text = text.strip()
-        enc = self._tokenizer.encode(  # type: ignore[union-attr]
-            text.lower() if self._config.get("lower_case") else text)
-        hidden = self._session.run(None, {  # type: ignore[union-attr]  # no padding: all real
-            "input_ids": np.asarray([enc.ids], dtype=np.int64),
-            "attention_mask": np.asarray([enc.attention_mask], dtype=np.int64),
-            "token_type_ids": np.asarray([enc.type_ids], dtype=np.int64)})[0][0]
-        pooled = hidden.mean(axis=0)
-        return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+        return embed_one(self._session, self._tokenizer, text,
+                         bool(self._config.get("lower_case")))
 
 
 def make_embedder(model: str = DEFAULT_EMBEDDING_MODEL, *, threads: int = 1,
