@@ -174,8 +174,8 @@ class QA:
     def close(self) -> None:
         """Release the worker threads of the models this instance built (shared models passed
         in are left to their owner). Questions still work afterwards, one thread each."""
-        if self._owns_cross_encoder:
-            self.reranker.close()
+        if self._owns_cross_encoder and self.reranker.encoder is not None:
+            self.reranker.encoder.close()
         self.extractor.close()
 
     def __enter__(self) -> QA:

@@ -116,6 +116,16 @@ def test_shared_models_and_closing(make_qa, tmp_path) -> None:
     assert reader._pool is None  # the reader it built was closed ...
     assert reader_qa.ask("who replaced Soleimani?").answers  # ... and still answers, one thread
 
+    # A QA that built its own cross-encoder closes it (with two workers it has a pool).
+    with QA(Settings(docs_dir=owner.settings.docs_dir, data_dir=tmp_path / "d3",
+                     index_dir=tmp_path / "i3", workers=2), embedder=owner.embedder) as own:
+        own.start()
+        assert own.ask("who replaced Soleimani?").answers
+        built = own.cross_encoder
+        assert built is not shared and built._pool is not None
+    assert built._pool is None
+    assert own.ask("who replaced Soleimani?").answers
+
 
 def test_settings_errors_are_citeqa_errors(tmp_path) -> None:
     from citeqa import CiteQAError
