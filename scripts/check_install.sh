@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make check-install: the install users run, smoke-tested. `scripts/install.sh VENV` without extras
 # (exactly the Dockerfile's step, and what `pip install citeqa` gives) into a fresh temporary venv,
-# then, from an unrelated directory: `citeqa index`, `citeqa ask --json` (twice: the second start
-# takes the question embedder's export from the cache, and its time is reported), and a short
+# then, from an unrelated directory: `citeqa index`, `citeqa ask --json` (twice, both times
+# reported), a check that answering loads no torch (the default embedder is shipped as INT8
+# ONNX), and a short
 # `citeqa serve` answering /ready and one /ask. Python warnings are errors throughout, so a
 # silent fallback (say, the ONNX export failing for a missing runtime dependency) fails the check.
 set -euo pipefail
@@ -69,12 +70,16 @@ if [ -x "$repo/.venv/bin/citeqa" ]; then
     printf 'cached start, %s: %d ms\n' "$([ "$venv" = "$work/venv" ] && echo plain || echo dev)" "$ms"
   done
 fi
-"$bin/python" - "$CITEQA_DATA_DIR/cache" <<'PY' || fail "no cached INT8 ONNX export of the question embedder"
-import json, sys
-from pathlib import Path
-meta = [json.loads(p.read_text()) for p in Path(sys.argv[1]).glob("embed-onnx-int8-*.json")]
-assert meta, "nothing cached"
-print("question embedder: cached INT8 ONNX export present")
+"$bin/python" - "$question" <<'PY' || fail "answering on the existing index loaded torch"
+import sys
+from citeqa import QA
+with QA() as qa:  # the default settings: the index citeqa index built above
+    qa.start()
+    assert qa.settings.embedding_model == "citeqa-retriever", qa.settings.embedding_model
+    assert qa.ask(sys.argv[1]).answers
+loaded = sorted(m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules)
+assert not loaded, f"loaded {loaded}"
+print("the default embedder (citeqa-retriever, shipped INT8 ONNX) answers without torch")
 PY
 
 step "citeqa serve on 127.0.0.1, /ready and one /ask"
