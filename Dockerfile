@@ -33,7 +33,7 @@ COPY --chown=10001:10001 models models
 RUN bash scripts/container_build.sh system
 USER 10001:10001
 # As citeqa: torch (CPU) then the project into /app/.venv, then the bundled index in /data/index
-# (which also caches the question embedder's ONNX export in /data/cache, so `serve` loads no torch).
+# (embedded with the default citeqa-retriever, shipped as INT8 ONNX: `serve` loads no torch).
 RUN bash scripts/container_build.sh app
 
 VOLUME ["/data"]
