@@ -207,17 +207,18 @@ def run_eval(opts: EvalOptions, echo: Callable[[str], None] = print,
     return reports
 
 
-# Settings recorded in an index's manifest: runs that differ in one need their own index.
-_INDEX_SETTINGS = ("embedding_model", "window_chars", "window_overlap", "index_type", "store")
-
-
 def _index_dir_for(ds: Dataset, settings: Any) -> Path:
-    """The dataset's cached index for these index settings: one folder per combination, so
-    evaluating another embedding model (or window) builds its own index once and never
-    clashes with, or rebuilds, the default one."""
+    """The dataset's cached index for these index settings (the settings an index's manifest
+    records, ``IndexConfig``): one folder per combination, so evaluating another embedding
+    model (or window) builds its own index once and never clashes with, or rebuilds, the
+    default one."""
     import hashlib
+    from dataclasses import fields
 
-    values = json.dumps([str(getattr(settings, k)) for k in _INDEX_SETTINGS])
+    from citeqa.index.corpus import IndexConfig
+
+    recorded = [f.name for f in fields(IndexConfig) if f.name in type(settings).model_fields]
+    values = json.dumps([str(getattr(settings, k)) for k in recorded])
     return ds.index_dir.with_name(
         f"{ds.index_dir.name}-{hashlib.sha256(values.encode()).hexdigest()[:12]}")
 
