@@ -202,17 +202,18 @@ def prepare(args: argparse.Namespace) -> None:
         label_teacher(args, pairs, sha)
 
 
-def label_teacher(args: argparse.Namespace, pairs: list[Pair], data_sha: str) -> None:
+def label_teacher(args: argparse.Namespace, pairs: list[Pair], data_sha: str) -> dict[int, float]:
     """The packaged 12-layer teacher's logit for the first ``--teacher-pairs`` pairs of the
     stage being trained (``--stage``, ``--offset``, ``--seed``), added to ``teacher.jsonl`` next
-    to the pairs (row -> logit); rows already labelled are kept, not scored again."""
+    to the pairs (row -> logit); rows already labelled are kept, not scored again. Returns
+    every label the file now holds."""
     from citeqa.service.rerank import OnnxCrossEncoder
 
     known = read_teacher(args.teacher, data_sha)
     rows = [i for i in stage_rows(pairs, args.seed, args.offset, args.examples, args.unanswerable,
                                   args.stage)[: args.teacher_pairs] if i not in known]
     if not rows:
-        return
+        return known
     teacher = OnnxCrossEncoder(threads=args.threads, batch_size=1)
     teacher.warm_up()
     t0 = time.time()
@@ -226,11 +227,13 @@ def label_teacher(args: argparse.Namespace, pairs: list[Pair], data_sha: str) ->
             fh.write(json.dumps({"i": i, "z": z}) + "\n")
         for n, (q, idx) in enumerate(by_q.items(), 1):
             for i, z in zip(idx, teacher.score(q, [pairs[i].t for i in idx])):
-                fh.write(json.dumps({"i": i, "z": round(float(z), 4)}) + "\n")
+                known[i] = round(float(z), 4)
+                fh.write(json.dumps({"i": i, "z": known[i]}) + "\n")
             if n % 2000 == 0:
                 log.info("teacher: %d/%d questions (%.0fs)", n, len(by_q), time.time() - t0)
     tmp.replace(args.teacher)
     log.info("teacher logits for %d pairs in %.0fs", len(rows), time.time() - t0)
+    return known
 
 
 def read_teacher(path: Path, data_sha: str) -> dict[int, float]:
@@ -449,9 +452,10 @@ def train(args: argparse.Namespace) -> int:
         prepare(args)
     data_sha = file_sha256(args.data)
     pairs = read_pairs(args.data)
-    if args.distill_weight and args.teacher_pairs and not args.resume:
-        label_teacher(args, pairs, data_sha)
-    teacher = read_teacher(args.teacher, data_sha) if args.distill_weight else {}
+    teacher: dict[int, float] = {}
+    if args.distill_weight:  # labelled first when asked (a resumed stage was labelled already)
+        teacher = (label_teacher(args, pairs, data_sha) if args.teacher_pairs and not args.resume
+                   else read_teacher(args.teacher, data_sha))
     rows = stage_rows(pairs, args.seed, args.offset, args.examples, args.unanswerable, args.stage)
     batches = plan_batches(pairs, rows, args.batch_size, args.seed * 1000 + args.stage)
     steps_per_stage = len(batches)
