@@ -291,7 +291,7 @@ class SentenceTransformerEmbedder:
         if self._session is None:
             return self.encode([text])[0]
         if self._tokenizer is not None:
-            return embed_one(self._session, self._tokenizer, text, self._lower_case)
+            return _embed_one(self._session, self._tokenizer, text, self._lower_case)
         # no tokenizer.json: sentence-transformers' own tokenisation
         features = self._model.preprocess([text])  # type: ignore[union-attr]
         ids = features["input_ids"].numpy()
@@ -301,7 +301,7 @@ class SentenceTransformerEmbedder:
             "token_type_ids": types.numpy() if types is not None else np.zeros_like(ids)})
 
 
-def embed_one(session, tokenizer, text: str, lower_case: bool) -> np.ndarray:
+def _embed_one(session, tokenizer, text: str, lower_case: bool) -> np.ndarray:
     """One text through an ONNX transformer, tokenised under sentence-transformers' rules
     (stripped, lower-cased if the model says so, truncated by the tokenizer at the model's
     max_seq_length), mean-pooled and normalised."""
@@ -387,7 +387,7 @@ class OnnxEmbedder:
 
     def encode_query(self, text: str) -> np.ndarray:
         self.warm_up()
-        return embed_one(self._session, self._tokenizer, text,
+        return _embed_one(self._session, self._tokenizer, text,
                          bool(self._config.get("lower_case")))
 
 
