@@ -369,7 +369,14 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.from_json:
             more, more_meta = load_runs(spec)
             runs += more
+            # The first file's meta leads; every file's rows keep their settings (rows run
+            # in separate sessions, e.g. the cross-encoder rows after the defaults).
+            rows = dict(meta.get("rows") or {})
+            for name, info in (more_meta.get("rows") or {}).items():
+                rows.setdefault(name, info)
             meta = meta or dict(more_meta)
+            if rows:
+                meta["rows"] = rows
         meta["rebuilt_from"] = args.from_json
         write_outputs(runs, meta, args.json_out, md_out)
         print(build_markdown(runs, meta))

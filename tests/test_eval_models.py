@@ -78,3 +78,18 @@ def test_from_json_rebuilds_the_same_table(tmp_path):
     assert _table_rows(md, "new_wiki")["bi-encoder"][2] == "+3.5"
     assert _table_rows(md, "own")["x"][1] == "0.500"
     assert len(json.loads(out.read_text())["runs"]) == len(runs) + 1
+
+
+def test_from_json_keeps_every_files_row_settings(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"meta": {"rows": {"defaults": {"env": {"A": "1"}}}},
+                                 "runs": _runs()[:1]}))
+    second.write_text(json.dumps({"meta": {"rows": {"both": {"env": {"B": "2"}}}},
+                                  "runs": [{"row": "both", "set": "new_wiki", "status": "ok",
+                                            "report": _report(0.95)}]}))
+    out = tmp_path / "out.json"
+    assert eval_models.main(["--from-json", str(first), str(second), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["meta"]["rows"]
+    assert rows == {"defaults": {"env": {"A": "1"}}, "both": {"env": {"B": "2"}}}
+    md = (tmp_path / "out.md").read_text()
+    assert "`both`: B=2" in md and "`defaults`: A=1" in md
