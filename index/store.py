@@ -153,6 +153,10 @@ class FaissStore:
         self.index_type = index_type
         self._units: list[Unit] = []
         self._vectors = np.zeros((0, dim), dtype=np.float32)
+        # Room to grow: ``_vectors`` is a view of its first rows, and rows past it belong to
+        # this store alone. Adding document by document then copies each vector a few times
+        # in all instead of once per add (quadratic at 1M units: docs/scaling.md).
+        self._buffer: np.ndarray | None = None
         self._faiss: faiss.Index | None = None
 
     @property
@@ -169,14 +173,25 @@ class FaissStore:
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         if len(units) != len(vectors):
             raise ValueError(f"{len(units)} units but {len(vectors)} vectors")
+        n, k = len(self._vectors), len(vectors)
+        buffer = self._buffer
+        if buffer is None or n + k > len(buffer):
+            # Grow by a quarter (at least 1,024 rows): amortised O(1) copies per vector, at
+            # most 25% spare memory.
+            buffer = np.empty((max(n + k, n + n // 4, 1024), self.dim), dtype=np.float32)
+            buffer[:n] = self._vectors
+        buffer[n:n + k] = vectors
+        self._buffer = buffer
         self._units.extend(units)
-        self._vectors = np.concatenate([self._vectors, vectors])
+        self._vectors = buffer[:n + k]
         self._faiss = None
 
     def copy(self) -> FaissStore:
         other = FaissStore(self.dim, self.index_type)
         other._units = list(self._units)
-        other._vectors = self._vectors  # never mutated in place, so sharing is safe
+        # Rows in use are never written again, so both stores can share them; the spare rows
+        # stay this store's (the copy's first add moves it to a buffer of its own).
+        other._vectors = self._vectors
         other._faiss = self._faiss
         return other
 
@@ -186,6 +201,7 @@ class FaissStore:
             return
         self._units = [self._units[i] for i in keep]
         self._vectors = self._vectors[keep]
+        self._buffer = None
         self._faiss = None
 
     def _build(self) -> faiss.Index:

@@ -115,6 +115,39 @@ def test_a_copy_has_its_own_unit_table(backend) -> None:
     assert found and all(u.file != "f0.txt" and int(u.text[1:]) < 200 for u in found)
 
 
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+def test_faiss_adds_one_at_a_time_and_copies_grow_apart(index_type) -> None:
+    units, vecs = _data()
+    store = FaissStore(DIM, index_type)
+    for i in range(150):  # as `citeqa index` adds: document by document
+        store.add(units[i:i + 1], vecs[i:i + 1])
+    copy = store.copy()
+    store.add(units[150:200], vecs[150:200])  # into the original's spare rows
+    copy.add(units[200:260], vecs[200:260])  # the copy's own rows, not the original's
+    np.testing.assert_array_equal(store.vectors_for(range(200)), vecs[:200])
+    np.testing.assert_array_equal(copy.vectors_for(range(150)), vecs[:150])
+    np.testing.assert_array_equal(copy.vectors_for(range(150, 210)), vecs[200:260])
+    assert _texts(store, store.search(vecs[170:171], 1)[0][0]) == ["t170"]
+    assert _texts(copy, copy.search(vecs[230:231], 1)[0][0]) == ["t230"]
+    assert _texts(copy, copy.search(vecs[170:171], 3)[0][0])[0] != "t170"
+
+
+def test_faiss_add_grows_its_buffer_geometrically() -> None:
+    """5,000 single-unit adds reallocate a handful of times, not 5,000 (each reallocation
+    copies every vector: quadratic at 1M units before)."""
+    rng = np.random.default_rng(1)
+    store = FaissStore(DIM)
+    row = rng.normal(size=(1, DIM)).astype(np.float32)
+    previous, reallocations = None, 0
+    for i in range(5000):
+        store.add([Unit("f.txt", 1, i, i + 1, "t")], row)
+        reallocations += store._buffer is not previous
+        previous = store._buffer  # held, so a new buffer can never reuse its address
+    assert len(store) == 5000 and reallocations <= 10
+    store.remove_file("f.txt")
+    assert len(store) == 0 and store.vectors_for([]).shape == (0, DIM)
+
+
 def test_search_restricted_to_files(backend) -> None:
     units, vecs = _data()
     store = backend.new()
