@@ -28,14 +28,11 @@ import sys
 from pathlib import Path
 
 from _env import REPO
-from citeqa.eval.dataset import EvalQuestion, Span, load_questions, read_corpus
+from citeqa.eval.app import DEFAULT_QUESTIONS, EvalOptions, in_process_qa, prepare_datasets
+from citeqa.eval.dataset import EvalQuestion, Span
 from citeqa.eval.metrics import spans_overlap
-from citeqa.eval.runner import write_corpus
-from citeqa.eval.squad import load_squad
 from citeqa.service.pipeline import QA
-from citeqa.service.settings import Settings
-
-TUNING_ARTICLES = ("Fresno,_California", "Huguenot", "Imperialism", "Southern_California")
+from training.squad_data import load_split
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,10 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reranker", default=None, help="CITEQA_RERANKER: onnx, distilled, a path")
     p.add_argument("--reranker-path", type=Path, default=None)
-    p.add_argument("--squad", type=Path,
-                   default=REPO.parent / "shared" / "benchmarks" / "squad" / "dev-v2.0.json")
-    p.add_argument("--work-dir", type=Path, default=REPO / ".eval" / "sentence-choice",
-                   help="indexes of the two sets (kept between runs)")
+    p.add_argument("--squad-dir", type=Path,
+                   default=REPO.parent / "shared" / "benchmarks" / "squad",
+                   help="dev-v2.0.json and split.json (whose dev articles are the tuning set)")
+    p.add_argument("--work-dir", type=Path, default=REPO / ".eval",
+                   help="citeqa eval's work dir: the two sets' cached indexes are shared with it")
     p.add_argument("--limit", type=int, default=None, help="first N questions of each set")
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
@@ -83,33 +81,26 @@ def measure(qa: QA, questions: list[EvalQuestion], squad: bool) -> dict[str, flo
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides: dict = {"abstain_threshold": -1.0}
+    overrides: dict = {}
     if args.reranker:
         overrides["reranker"] = args.reranker
     if args.reranker_path:
         overrides["reranker_path"] = args.reranker_path
-    base = Settings(**overrides)
-    # One index per embedding model, so another model never meets a mismatched manifest.
-    model_key = Path(str(base.embedding_model)).name
-    squad = load_squad(args.squad, titles=list(TUNING_ARTICLES))
-    tuning_docs = args.work_dir / "tuning-docs"
-    if not tuning_docs.is_dir():
-        write_corpus(squad.documents, tuning_docs)
-    own_docs = REPO / "corpus"
-    sets = [
-        ("ours", own_docs, load_questions(REPO / "eval" / "questions.jsonl", read_corpus(own_docs)),
-         False),
-        ("tuning articles", tuning_docs, squad.questions, True),
-    ]
-    report: dict = {"reranker": base.reranker, "reranker_path": str(base.reranker_path or ""),
-                    "embedding_model": str(base.embedding_model), "sets": {}}
-    for name, docs, questions, is_squad in sets:
-        settings = base.model_copy(update={
-            "docs_dir": docs, "index_dir": args.work_dir / f"{docs.name}-{model_key}"})
-        with QA(settings) as qa:
-            qa.start()
-            report["sets"][name] = measure(qa, questions[: args.limit], is_squad)
-        print(f"{name}: {json.dumps(report['sets'][name])}", flush=True)
+    tuning = EvalOptions(squad=args.squad_dir / "dev-v2.0.json", limit=args.limit,
+                         titles=load_split(args.squad_dir).dev, work_dir=args.work_dir)
+    ours = EvalOptions(questions=DEFAULT_QUESTIONS, limit=args.limit, work_dir=args.work_dir)
+    sets: dict[str, dict] = {}
+    used: dict[str, str] = {}
+    for name, opts in (("ours", ours), ("tuning articles", tuning)):
+        (ds,) = prepare_datasets(opts)
+        qa, _ = in_process_qa(ds, overrides, print)
+        with qa:
+            used = {"reranker": qa.settings.reranker,
+                    "reranker_path": str(qa.settings.reranker_path or ""),
+                    "embedding_model": str(qa.settings.embedding_model)}
+            sets[name] = measure(qa, ds.questions, squad=opts.squad is not None)
+        print(f"{name}: {json.dumps(sets[name])}", flush=True)
+    report = {**used, "sets": sets}
     print("\n| set | answerable | strict top-1 | lenient top-1 | sentences per answer |")
     print("|---|---|---|---|---|")
     for name, m in report["sets"].items():
