@@ -150,7 +150,7 @@ def run_eval(opts: EvalOptions, echo: Callable[[str], None] = print,
                 _check_server_corpus(target, ds)
                 threshold, settings = None, {"url": opts.url}
             else:
-                qa, threshold = in_process_qa(ds, {**opts.overrides, **ablation}, echo)
+                qa, threshold = in_process_qa(ds, {**opts.overrides, **ablation})
                 target, settings = InProcessTarget(qa), _settings_summary(qa, threshold)
             bar = progress_factory(f"{ds.name} {label}".strip(), len(ds.questions)) \
                 if progress_factory else None
@@ -223,7 +223,7 @@ def _index_dir_for(ds: Dataset, settings: Any) -> Path:
         f"{ds.index_dir.name}-{hashlib.sha256(values.encode()).hexdigest()[:12]}")
 
 
-def in_process_qa(ds: Dataset, overrides: dict[str, Any], echo: Callable[[str], None]):
+def in_process_qa(ds: Dataset, overrides: dict[str, Any]):
     """A started QA over the dataset's cached index for these settings, answering every
     question (no abstention cut), and the threshold the settings ask for."""
     from citeqa.service.pipeline import QA

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     used: dict[str, str] = {}
     for name, opts in (("ours", ours), ("tuning articles", tuning)):
         (ds,) = prepare_datasets(opts)
-        qa, _ = in_process_qa(ds, overrides, print)
+        qa, _ = in_process_qa(ds, overrides)
         with qa:
             used = {"reranker": qa.settings.reranker,
                     "reranker_path": str(qa.settings.reranker_path or ""),
