@@ -130,6 +130,11 @@ def build_markdown(runs: list[dict[str, Any]], meta: dict[str, Any] | None = Non
         out.append("")
     if meta.get("rebuilt_from"):
         out += [f"Table rebuilt from {', '.join(meta['rebuilt_from'])} (no new runs).", ""]
+    for source in meta.get("sources") or []:  # a rebuilt table: where each input's runs came from
+        out.append(f"- {source['file']}: generated {source['generated']}"
+                   + (f" by `{source['command']}`" if source.get("command") else ""))
+    if meta.get("sources"):
+        out.append("")
     if meta.get("note"):
         out += [meta["note"], ""]
     out += [NOTE, "",
@@ -365,19 +370,29 @@ def main(argv: list[str] | None = None) -> int:
     md_out = args.md_out or args.json_out.with_suffix(".md")
 
     if args.from_json:
-        runs, meta = [], {}
+        runs, meta, sources = [], {}, []
         for spec in args.from_json:
             more, more_meta = load_runs(spec)
             runs += more
             # The first file's meta leads; every file's rows keep their settings (rows run
-            # in separate sessions, e.g. the cross-encoder rows after the defaults).
+            # in separate sessions, e.g. the cross-encoder rows after the defaults), and
+            # every file's date and command are listed, not only the first one's.
             rows = dict(meta.get("rows") or {})
             for name, info in (more_meta.get("rows") or {}).items():
                 rows.setdefault(name, info)
+            for source in more_meta.get("sources") or (
+                    [{"file": spec, "generated": more_meta["generated"],
+                      "command": more_meta.get("command")}] if more_meta.get("generated") else []):
+                if source not in sources:
+                    sources.append(source)
             meta = meta or dict(more_meta)
             if rows:
                 meta["rows"] = rows
+        for key in ("generated", "command"):  # one input's: the sources list says each one's
+            meta.pop(key, None)
         meta["rebuilt_from"] = args.from_json
+        if sources:
+            meta["sources"] = sources
         write_outputs(runs, meta, args.json_out, md_out)
         print(build_markdown(runs, meta))
         return 0

@@ -93,3 +93,22 @@ def test_from_json_keeps_every_files_row_settings(tmp_path):
     assert rows == {"defaults": {"env": {"A": "1"}}, "both": {"env": {"B": "2"}}}
     md = (tmp_path / "out.md").read_text()
     assert "`both`: B=2" in md and "`defaults`: A=1" in md
+
+
+def test_from_json_lists_every_files_date_and_command(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"meta": {"generated": "2026-01-01 10:00", "command": "run A"},
+                                 "runs": _runs()[:1]}))
+    second.write_text(json.dumps({"meta": {"generated": "2026-02-02 20:00", "command": "run B"},
+                                  "runs": _runs()[1:2]}))
+    out = tmp_path / "out.json"
+    assert eval_models.main(["--from-json", str(first), str(second), "--json", str(out)]) == 0
+    md = (tmp_path / "out.md").read_text()
+    assert f"{first}: generated 2026-01-01 10:00 by `run A`" in md
+    assert f"{second}: generated 2026-02-02 20:00 by `run B`" in md
+    assert "Generated 2026-01-01" not in md  # no single date stands for a merged table
+    # Rebuilding from the rebuilt file keeps the original sources, not the merged file's name.
+    again = tmp_path / "again.json"
+    assert eval_models.main(["--from-json", str(out), "--json", str(again)]) == 0
+    assert json.loads(again.read_text())["meta"]["sources"] == json.loads(
+        out.read_text())["meta"]["sources"]
