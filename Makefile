@@ -62,11 +62,23 @@ train-reader: install  ## train the span reader on CPU in three stages (~50 + ~4
 	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --base-model models/reader/checkpoints/final --output-dir models/reader/checkpoints2 --max-examples 15000 --neg-ratio 0.2 --epochs 1 --lr 5e-5 --batch-size 16 --seed 14 --threads 1 $(TRAIN_ARGS)
 	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --base-model models/reader/checkpoints2/final --output-dir models/reader/checkpoints3 --max-examples 25000 --neg-ratio 0.2 --epochs 1 --lr 4e-5 --batch-size 16 --seed 15 --threads 1 $(TRAIN_ARGS)
 
-train-retriever: install  ## the question -> sentence bi-encoder (issue 12): data, stages 1 and 2 (~70 min each on an idle thread; TRAIN_ARGS=--resume continues a stage), INT8 ONNX in models/retriever/
-	OMP_NUM_THREADS=1 $(PY) scripts/train_retriever.py --prepare-only --squad-dir $(SQUAD)
-	OMP_NUM_THREADS=1 $(PY) scripts/train_retriever.py --squad-dir $(SQUAD) --stage 1 --examples 38400 --batch-size 64 $(TRAIN_ARGS)
-	OMP_NUM_THREADS=1 $(PY) scripts/train_retriever.py --squad-dir $(SQUAD) --stage 2 --offset 38400 --examples 38400 --batch-size 64 --base-model models/retriever/work/stage1/final $(TRAIN_ARGS)
-	OMP_NUM_THREADS=1 $(PY) scripts/export_retriever.py --squad-dir $(SQUAD) --model models/retriever/work/stage2/final --out-dir models/retriever
+# citeqa-retriever's two stages as file targets, like the cross-encoder's below: a rerun skips a
+# finished stage and resumes a stopped one from its checkpoint.
+RT := models/retriever/work
+TRAIN_RT = OMP_NUM_THREADS=1 $(PY) scripts/train_retriever.py --squad-dir $(SQUAD)
+resume_rt = $(if $(wildcard $(RT)/stage$(1)/checkpoint.pt),--resume)
+
+train-retriever: install $(RT)/stage2/final/train_summary.json  ## the question -> sentence bi-encoder (issue 12): data, stages 1 and 2 (~70 min each on an idle thread; a rerun skips finished stages and resumes a stopped one), INT8 ONNX in models/retriever/
+	OMP_NUM_THREADS=1 $(PY) scripts/export_retriever.py --squad-dir $(SQUAD) --model $(RT)/stage2/final --out-dir models/retriever
+
+$(RT)/data/train.jsonl: | $(STAMP)
+	$(TRAIN_RT) --prepare-only
+
+$(RT)/stage1/final/train_summary.json: $(RT)/data/train.jsonl
+	$(TRAIN_RT) --stage 1 --examples 38400 --batch-size 64 $(call resume_rt,1)
+
+$(RT)/stage2/final/train_summary.json: $(RT)/stage1/final/train_summary.json
+	$(TRAIN_RT) --stage 2 --offset 38400 --examples 38400 --batch-size 64 --base-model $(RT)/stage1/final $(call resume_rt,2)
 
 # The answer-sentence cross-encoder's lineage, one file target per stage so that a rerun skips
 # finished stages and resumes an interrupted one from its checkpoint. Stage 2 (distillation from
