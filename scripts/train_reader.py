@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from citeqa.service.reader.base import SpanReader
+from training.loop import pin_threads, rng_state, save_checkpoint, set_rng_state
 from training.scoring import evaluate_reader
 from training.squad_data import (
     QAExample,
@@ -253,29 +254,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # atomic: a crash mid-save never corrupts the last good checkpoint
-
-
-def rng_state() -> dict:
-    import torch
-
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict) -> None:
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
 def _portable(value: object) -> str:
     """Paths inside or beside the repo as relative paths, so the committed summary has no
     machine-specific prefixes."""
@@ -298,8 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForQuestionAnswering, get_linear_schedule_with_warmup
 
-    torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
+    pin_threads(args.threads)
     seed_everything(args.seed)
     base = args.base_model
     if base is None:

@@ -15,6 +15,8 @@ questions with their paragraph's most similar sentences (0). Held out: the pairs
     python scripts/train_reranker.py --stage 1 --resume               # continue after a stop
     python scripts/train_reranker.py --stage 2 --offset 28800 \\
         --base-model models/reranker_answer/work/stage1/final         # next stage, new pairs
+    python scripts/train_reranker.py --stage 1 --stop-at 400          # checkpoint at step 400 and
+                                                                      # stop (--resume goes on)
     python scripts/train_reranker.py --stage 1 --max-steps 5          # timing only, saves nothing
     python scripts/train_reranker.py --eval --model models/reranker   # held-out metrics of any
                                                                       # ONNX or torch folder
@@ -54,12 +56,18 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 
 from citeqa.index.documents import file_sha256
+from training.loop import (
+    CheckpointClock,
+    StageCheckpoint,
+    StepLog,
+    optimizer_step,
+    pin_threads,
+)
 from training.reranker_data import (
     CONTEXT_SENTENCES,
     Pair,
@@ -127,6 +135,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-minutes", type=float, default=15.0)
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--max-steps", type=int, default=0, help="stop after N steps, no save (timing)")
+    p.add_argument("--stop-at", type=int, default=0, metavar="STEP",
+                   help="checkpoint at this step and stop; --resume continues the stage (to "
+                        "split a stage over sessions)")
     p.add_argument("--curve-questions", type=int, default=150,
                    help="held-out questions scored at each checkpoint (0: none)")
     p.add_argument("--no-export", action="store_true", help="stop after saving <stage>/final")
@@ -422,28 +433,13 @@ def export_and_eval(args: argparse.Namespace, model_dir: Path, extra: dict) -> d
 # ----------------------------------------------------------------------------- training
 
 
-def rng_state() -> dict:
-    import torch
-
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict) -> None:
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
 def train(args: argparse.Namespace) -> int:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
     from distill_reranker import load_tokenizer
 
-    torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
+    pin_threads(args.threads)
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     if not args.data.exists() or args.rebuild_data:
@@ -475,28 +471,17 @@ def train(args: argparse.Namespace) -> int:
     optimizer = torch.optim.AdamW(groups, lr=args.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * steps_per_stage), steps_per_stage)
 
-    ckpt_path = out / "checkpoint.pt"
     fixed = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
              if k in ("seed", "offset", "examples", "batch_size", "lr", "warmup", "max_length",
                       "base_model", "weight_decay", "distill_weight", "unanswerable",
                       "stage", "bf16")}
+    ckpt = StageCheckpoint(out / "checkpoint.pt", fixed, data_sha)
     step, elapsed_before = 0, 0.0
     if args.resume:
-        if not ckpt_path.exists():
-            raise SystemExit(f"nothing to resume: {ckpt_path}")
-        state = torch.load(ckpt_path, weights_only=False)
-        if state["data_sha256"] != data_sha:
-            raise SystemExit("the prepared data changed since the checkpoint; refusing to resume")
-        if state["fixed"] != fixed:
-            raise SystemExit(f"arguments differ from the checkpoint's: {state['fixed']} vs {fixed}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        step, elapsed_before = state["step"], state["elapsed"]
+        step, elapsed_before = ckpt.resume(model, optimizer, scheduler)
         log.info("resumed at step %d/%d", step, steps_per_stage)
-    elif ckpt_path.exists() and not args.max_steps:
-        raise SystemExit(f"{ckpt_path} exists: use --resume, or remove {out}")
+    elif not args.max_steps:
+        ckpt.refuse_to_overwrite()
 
     loss_path, curve_path = out / "loss.jsonl", out / "curve.jsonl"
     if step == 0 and not args.max_steps:
@@ -518,16 +503,11 @@ def train(args: argparse.Namespace) -> int:
              "steps": steps_per_stage, "kinds": kinds}, indent=2) + "\n")
 
     start_time = time.time() - elapsed_before
-    last_ckpt = time.time()
 
     def checkpoint(tag: str) -> None:
         elapsed = time.time() - start_time
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng_state(), "step": step,
-                    "elapsed": elapsed, "fixed": fixed, "data_sha256": data_sha,
-                    "args": {k: str(v) for k, v in vars(args).items()}}, tmp)
-        tmp.replace(ckpt_path)  # atomic: a crash mid-save leaves the last good checkpoint
+        ckpt.save(model, optimizer, scheduler, step, elapsed,
+                  {"args": {k: str(v) for k, v in vars(args).items()}})
         row = {"tag": tag, "step": step, "elapsed_s": round(elapsed, 1)}
         if curve:
             t_eval = time.time()
@@ -539,7 +519,10 @@ def train(args: argparse.Namespace) -> int:
         log.info("checkpoint %s %s", tag, json.dumps(row))
 
     model.train()
-    loss_acc, n_acc, t_window, steps_window = 0.0, 0, time.time(), 0
+    steps_log = StepLog(total_steps, start_time, args.log_every, log,
+                        None if args.max_steps else loss_path)
+    clock = CheckpointClock(total_steps, args.checkpoint_minutes, args.stop_at,
+                            enabled=not args.max_steps, log=log)
     while step < total_steps:
         batch = [pairs[i] for i in batches[step]]
         ids, mask, types, y = encode(batch, tok, args.max_length)
@@ -552,30 +535,11 @@ def train(args: argparse.Namespace) -> int:
             if have:
                 z = torch.tensor([teacher[batches[step][k]] for k in have])
                 loss = loss + args.distill_weight * torch.nn.functional.mse_loss(logits[have], z)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(model, optimizer, scheduler, loss)
         step += 1
-        steps_window += 1
-        loss_acc, n_acc = loss_acc + loss.item(), n_acc + 1
-        if step % args.log_every == 0 or step == total_steps:
-            now = time.time()
-            s_per_step = (now - t_window) / steps_window
-            eta = datetime.now(timezone.utc) + timedelta(seconds=s_per_step * (total_steps - step))
-            row = {"step": step, "loss": round(loss_acc / n_acc, 4), "lr": scheduler.get_last_lr()[0],
-                   "elapsed_s": round(now - start_time, 1), "s_per_step": round(s_per_step, 3)}
-            log.info("step %d/%d loss %.4f %.2fs/step lr %.2e elapsed %.0fs ETA %s", step, total_steps,
-                     row["loss"], s_per_step, row["lr"], row["elapsed_s"], eta.strftime("%H:%M UTC"))
-            if not args.max_steps:
-                with loss_path.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-            loss_acc, n_acc, t_window, steps_window = 0.0, 0, now, 0
-        if (not args.max_steps and step < total_steps
-                and time.time() - last_ckpt > args.checkpoint_minutes * 60):
-            checkpoint(f"step{step}")
-            last_ckpt = time.time()
+        steps_log.add(step, loss.item(), scheduler.get_last_lr()[0])
+        if clock.after_step(step, checkpoint):
+            return 0
 
     if args.max_steps:
         s = (time.time() - start_time) / max(1, step)
