@@ -69,7 +69,9 @@ class QA:
             cross_encoder = make_cross_encoder(s.reranker, path=s.reranker_path, threads=s.threads,
                                                workers=s.workers)
         self.reranker = Reranker(cross_encoder, top_n=s.rerank_sentences,
-                                 context_sentences=s.rerank_context)
+                                 context_sentences=s.rerank_context,
+                                 first_pass=s.rerank_first_pass, confident=s.rerank_confident,
+                                 deep=s.rerank_deep, unsure=s.rerank_unsure)
         self.extractor: Extractor = self._make_extractor()
         self._index: CorpusIndex | None = None
         # Re-entrant: a write reads ``index``, which may first follow the shared catalog.

@@ -207,12 +207,31 @@ class Reranker:
     orders passages by their best scored sentence; unscored passages keep retrieval order."""
 
     def __init__(self, encoder: CrossEncoder | None, *, top_n: int = 12,
-                 context_sentences: int = 0) -> None:
+                 context_sentences: int = 0, first_pass: int = 0, confident: float = 0.999,
+                 deep: int = 0, unsure: float = 0.9) -> None:
         self.encoder = encoder
         self.top_n = top_n
         # Preceding sentences of the same paragraph shown to the cross-encoder with each
         # candidate, so "The focus shifted to ..." is judged knowing what shifted.
         self.context_sentences = context_sentences
+        # Adaptive depth: the pairs go where the question needs them. The first
+        # ``first_pass`` candidates are scored first, and when one of them already scores
+        # ``confident`` the rest are not scored; otherwise the first ``top_n`` are; and when
+        # none of those reaches ``unsure``, the candidates down to ``deep``. 0 turns a pass
+        # off. Each pair is scored on its own, so a pair's score is the same in any pass.
+        self.first_pass = first_pass
+        self.confident = confident
+        self.deep = deep
+        self.unsure = unsure
+
+    def _pass_ends(self, available: int) -> list[int]:
+        """How many candidates are scored after each pass, in order."""
+        depth = min(self.top_n, available)
+        ends = [self.first_pass] if 0 < self.first_pass < depth else []
+        ends.append(depth)
+        if min(self.deep, available) > depth:
+            ends.append(min(self.deep, available))
+        return ends
 
     def warm_up(self) -> None:
         if self.encoder is not None:
@@ -234,7 +253,17 @@ class Reranker:
             sentences.sort(key=lambda r: -r.score)
             passages = [Ranked(p.id, p.unit, p.score, False) for p in retrieved.passages]
             return Ranking(sentences, passages)
-        logits = self.encoder.score(question, [self._with_context(c, index) for c in candidates])
+        ends = self._pass_ends(len(retrieved.sentences))
+        candidates = retrieved.sentences[: ends[-1]]
+        texts = [self._with_context(c, index) for c in candidates]
+        depth = min(self.top_n, len(candidates))
+        logits = np.zeros(0, dtype=np.float32)
+        for end in ends:
+            logits = np.concatenate([logits, self.encoder.score(question, texts[len(logits):end])])
+            best = float(sigmoid(logits.max())) if len(logits) else 0.0
+            if (end < depth and best >= self.confident) or (end == depth and best >= self.unsure):
+                break
+        candidates = candidates[: len(logits)]
         probs = sigmoid(logits)
         sentences = sorted(
             (Ranked(c.id, c.unit, float(p), True, float(z))

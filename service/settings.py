@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     rerank_sentences: int = Field(12, ge=1, le=200)
     rerank_context: int = Field(1, ge=0, le=3,
                                 description="preceding sentences shown to the cross-encoder")
+    rerank_first_pass: int = Field(
+        0, ge=0, le=200, description="score this many candidates first, and the rest of the "
+        "rerank_sentences only when none of them reaches rerank_confident (0: no first pass)")
+    rerank_confident: float = Field(0.999, gt=0.0, le=1.0,
+                                    description="the first pass's score that skips the rest")
+    rerank_deep: int = Field(
+        0, ge=0, le=200, description="when none of the rerank_sentences reaches rerank_unsure, "
+        "score the candidates down to this many (0: never)")
+    rerank_unsure: float = Field(0.9, gt=0.0, le=1.0,
+                                 description="below this best score a deep pass follows")
 
     # Answers
     extractor: Literal["sentence", "reader"] = "sentence"

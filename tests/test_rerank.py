@@ -51,3 +51,82 @@ def test_parallel_workers_give_the_sequential_scores(cross_encoder) -> None:
     # Each pair is its own one-thread run, so sharing them out changes nothing, bit for bit.
     np.testing.assert_array_equal(expected, got)
     assert parallel.score(QUESTION, TEXTS[:1]).shape == (1,)  # fewer pairs than workers
+
+
+# --- two passes (rerank_first_pass): the rest is scored only when the first pass is not sure
+
+
+class _FixedEncoder:
+    """Scores each text by a fixed logit and records how many texts each call scored."""
+
+    name = "fixed"
+
+    def __init__(self, logits: dict[str, float]) -> None:
+        self.logits, self.calls = logits, []
+
+    def warm_up(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def score(self, question: str, texts: list[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        return np.array([self.logits[t] for t in texts], dtype=np.float32)
+
+
+def _retrieved(n: int):
+    from citeqa.index.units import Unit
+    from citeqa.service.retrieve import Retrieved, Scored
+
+    sentences = [Scored(i, Unit("a.txt", 1, 10 * i, 10 * i + 9, f"sentence {i}"), 1.0 - i / 100)
+                 for i in range(n)]
+    return Retrieved(passages=[], sentences=sentences)
+
+
+def _ranking(logits: list[float], **kwargs):
+    from citeqa.service.rerank import Reranker
+
+    encoder = _FixedEncoder({f"sentence {i}": z for i, z in enumerate(logits)})
+    ranking = Reranker(encoder, top_n=len(logits), **kwargs).run("q", _retrieved(len(logits)))
+    return [(r.id, r.logit) for r in ranking.sentences], encoder.calls
+
+
+def test_one_pass_by_default() -> None:
+    ranked, calls = _ranking([0.0, 1.0, -2.0, 3.0])
+    assert calls == [4] and [i for i, _ in ranked] == [3, 1, 0, 2]
+
+
+def test_a_confident_first_pass_skips_the_rest() -> None:
+    logits = [-1.0, 8.0, 0.5, 9.0, 2.0, -3.0]  # 8.0: sigmoid 0.9997 >= 0.999
+    ranked, calls = _ranking(logits, first_pass=3, confident=0.999)
+    assert calls == [3]
+    assert ranked == [(1, 8.0), (2, 0.5), (0, -1.0)]  # only the first pass is ranked
+
+
+def test_an_unsure_first_pass_scores_the_rest_as_one_pass_would() -> None:
+    logits = [-1.0, 5.0, 0.5, 9.0, 2.0, -3.0]  # 5.0: sigmoid 0.993 < 0.999
+    ranked, calls = _ranking(logits, first_pass=3, confident=0.999)
+    assert calls == [3, 3]
+    assert ranked == _ranking(logits)[0]
+    # A first pass as long as the candidate list is one pass.
+    assert _ranking(logits, first_pass=6)[1] == [6]
+
+
+def test_an_unsure_ranking_goes_deeper() -> None:
+    from citeqa.service.rerank import Reranker
+
+    logits = [-1.0, 1.0, 0.5, -2.0, 4.0, -3.0, 0.0, 1.5]
+
+    def run(**kwargs):
+        encoder = _FixedEncoder({f"sentence {i}": z for i, z in enumerate(logits)})
+        ranking = Reranker(encoder, **kwargs).run("q", _retrieved(len(logits)))
+        return ranking, encoder.calls
+
+    # Best of the first 2 and of the first 4 is 0.73 < 0.9: all 8 are scored, in 3 passes.
+    ranking, calls = run(top_n=4, first_pass=2, deep=8, unsure=0.9)
+    assert calls == [2, 2, 4]
+    assert ranking.sentences[0].id == 4 and len(ranking.sentences) == 8
+    # Sure after the standard depth (4.0 is among the first 5): no deep pass.
+    ranking, calls = run(top_n=5, first_pass=2, deep=8, unsure=0.9)
+    assert calls == [2, 3] and len(ranking.sentences) == 5
+    # Fewer candidates than the deep pass asks for: it takes what there is.
+    assert run(top_n=4, deep=50, unsure=0.9)[1] == [4, 4]
