@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 from citeqa.eval.dataset import load_questions, read_corpus  # noqa: E402
-from citeqa.eval.metrics import percentile  # noqa: E402
+from citeqa.eval.metrics import mean, percentile  # noqa: E402
 from citeqa.eval.runner import wait_until_ready  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def _stats(ms: list[float]) -> str:
     # The mean too: with adaptive rerank depth the times are bimodal (a confident first pass
     # or not), and the p50 alone can sit on either side of the gap.
     return (f"p50 {percentile(ms, 50):7.1f} ms   p95 {percentile(ms, 95):7.1f} ms   "
-            f"mean {sum(ms) / max(1, len(ms)):7.1f} ms   n={len(ms)}")
+            f"mean {mean(ms):7.1f} ms   n={len(ms)}")
 
 
 def _free_port() -> int:
@@ -158,7 +158,7 @@ def main() -> None:
             retr.append((time.perf_counter() - t) * 1000)
         print(f"retrieval only (no reranker):           {_stats(retr)}")
         results.update(ask_p50_ms=percentile(ask_ms, 50), ask_p95_ms=percentile(ask_ms, 95),
-                       ask_mean_ms=sum(ask_ms) / len(ask_ms),
+                       ask_mean_ms=mean(ask_ms),
                        retrieval_p50_ms=percentile(retr, 50))
         # The same pipeline with the other ONNX cross-encoder (12-layer packaged <-> 6-layer
         # distilled), sharing the loaded embedder and index.
@@ -203,7 +203,7 @@ def main() -> None:
             results.update(http_p50_ms=percentile(p50s, 50),
                            http_p95_ms=percentile([percentile(h, 95) for h in runs], 50),
                            http_p50_runs_ms=p50s,
-                           http_mean_ms=percentile([sum(h) / len(h) for h in runs], 50))
+                           http_mean_ms=percentile([mean(h) for h in runs], 50))
         cached, uncached = bench_cli_start(questions[0], Path(tmp), qa.settings.resolved_index_dir)
         print(f"`citeqa ask` in a new process: {cached:.1f} s with the embedder's export cached, "
               f"{uncached:.1f} s exporting it (best of 2 each)")

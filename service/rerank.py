@@ -255,11 +255,11 @@ class Reranker:
             return Ranking(sentences, passages)
         ends = self._pass_ends(len(retrieved.sentences))
         candidates = retrieved.sentences[: ends[-1]]
-        texts = [self._with_context(c, index) for c in candidates]
         depth = min(self.top_n, len(candidates))
         logits = np.zeros(0, dtype=np.float32)
-        for end in ends:
-            logits = np.concatenate([logits, self.encoder.score(question, texts[len(logits):end])])
+        for end in ends:  # each pass builds only its own texts: a skipped pass costs nothing
+            texts = [self._with_context(c, index) for c in candidates[len(logits):end]]
+            logits = np.concatenate([logits, self.encoder.score(question, texts)])
             best = float(sigmoid(logits.max())) if len(logits) else 0.0
             if (end < depth and best >= self.confident) or (end == depth and best >= self.unsure):
                 break
