@@ -70,6 +70,7 @@ from training.loop import (
 )
 from training.reranker_data import (
     CONTEXT_SENTENCES,
+    KINDS,
     Pair,
     heldout_articles,
     heldout_metrics,
@@ -127,6 +128,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--distill-weight", type=float, default=0.0,
                    help="weight of the MSE to the teacher's logit (pairs that have one)")
+    p.add_argument("--distill-kinds", default="",
+                   help="comma-separated pair kinds the teacher labels and the MSE applies to "
+                        "(e.g. positive,other_paragraph,other_article: the teacher's sense of "
+                        "which paragraph is on topic without its next-sentence bias); default all")
     p.add_argument("--max-length", type=int, default=256, help="tokens per pair (as served)")
     p.add_argument("--seed", type=int, default=23, help="pair order, batches and dropout")
     p.add_argument("--threads", type=int, default=1)
@@ -151,6 +156,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.data = args.data or args.work_dir / "data" / "pairs.jsonl"
     args.heldout = args.data.parent / "heldout.jsonl"
     args.teacher = args.data.parent / "teacher.jsonl"
+    unknown = {k.strip() for k in args.distill_kinds.split(",") if k.strip()} - set(KINDS)
+    if unknown:
+        p.error(f"--distill-kinds: unknown {', '.join(sorted(unknown))} (kinds: {', '.join(KINDS)})")
     return args
 
 
@@ -222,7 +230,8 @@ def label_teacher(args: argparse.Namespace, pairs: list[Pair], data_sha: str) ->
 
     known = read_teacher(args.teacher, data_sha)
     rows = [i for i in stage_rows(pairs, args.seed, args.offset, args.examples, args.unanswerable,
-                                  args.stage)[: args.teacher_pairs] if i not in known]
+                                  args.stage)[: args.teacher_pairs]
+            if i not in known and distilled_kind(args, pairs[i])]
     if not rows:
         return known
     teacher = OnnxCrossEncoder(threads=args.threads, batch_size=1)
@@ -245,6 +254,12 @@ def label_teacher(args: argparse.Namespace, pairs: list[Pair], data_sha: str) ->
     tmp.replace(args.teacher)
     log.info("teacher logits for %d pairs in %.0fs", len(rows), time.time() - t0)
     return known
+
+
+def distilled_kind(args: argparse.Namespace, pair: Pair) -> bool:
+    """Whether the distillation term covers this pair (``--distill-kinds``; empty: every kind)."""
+    kinds = {k.strip() for k in args.distill_kinds.split(",") if k.strip()}
+    return not kinds or pair.kind in kinds
 
 
 def read_teacher(path: Path, data_sha: str) -> dict[int, float]:
@@ -452,6 +467,7 @@ def train(args: argparse.Namespace) -> int:
     if args.distill_weight:  # labelled first when asked (a resumed stage was labelled already)
         teacher = (label_teacher(args, pairs, data_sha) if args.teacher_pairs and not args.resume
                    else read_teacher(args.teacher, data_sha))
+        teacher = {i: z for i, z in teacher.items() if distilled_kind(args, pairs[i])}
     rows = stage_rows(pairs, args.seed, args.offset, args.examples, args.unanswerable, args.stage)
     batches = plan_batches(pairs, rows, args.batch_size, args.seed * 1000 + args.stage)
     steps_per_stage = len(batches)
@@ -475,6 +491,8 @@ def train(args: argparse.Namespace) -> int:
              if k in ("seed", "offset", "examples", "batch_size", "lr", "warmup", "max_length",
                       "base_model", "weight_decay", "distill_weight", "unanswerable",
                       "stage", "bf16")}
+    if args.distill_kinds:  # only when set, so that earlier stages' checkpoints still resume
+        fixed["distill_kinds"] = args.distill_kinds
     ckpt = StageCheckpoint(out / "checkpoint.pt", fixed, data_sha)
     step, elapsed_before = 0, 0.0
     if args.resume:

@@ -221,3 +221,24 @@ def test_step_log_averages_each_window(tmp_path: Path) -> None:
         steps.add(step, loss, lr=0.1)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(r["step"], r["loss"]) for r in rows] == [(2, 2.0), (4, 6.0), (5, 10.0)]
+
+
+def test_distillation_covers_only_the_kinds_asked_for(tmp_path: Path) -> None:
+    """``--distill-kinds``: the teacher labels, and the MSE term uses, only those pairs (the
+    teacher's sense of which paragraph is on topic, without its next-sentence bias)."""
+    import json
+
+    base = _tiny_base(tmp_path / "base")
+    data = tmp_path / "pairs.jsonl"
+    pairs = _pairs(24)
+    write_pairs(data, pairs)
+    assert _train(tmp_path, base, data, "kinds", "--teacher-pairs", "24", "--distill-weight",
+                  "0.1", "--distill-kinds", "positive,other_paragraph") == 0
+    lines = (tmp_path / "teacher.jsonl").read_text().splitlines()[1:]
+    labelled = {json.loads(line)["i"] for line in lines}
+    assert labelled == {i for i, p in enumerate(pairs) if p.kind in ("positive", "other_paragraph")}
+    summary = json.loads((tmp_path / "kinds" / "final" / "train_summary.json").read_text())
+    assert summary["teacher_logits"] == len(labelled) == 16
+    assert summary["fixed"]["distill_kinds"] == "positive,other_paragraph"
+    with pytest.raises(SystemExit):
+        _train(tmp_path, base, data, "bad", "--distill-kinds", "positive,nonsense")
